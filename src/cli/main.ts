@@ -1,0 +1,187 @@
+import { Command, InvalidArgumentError, Option } from "commander";
+import Table from "cli-table3";
+import { readFileSync } from "node:fs";
+import { pino } from "pino";
+import type { ContainerStatus, InstanceStatus } from "../platform/tmaster/plan-tracker.js";
+import { LocalCluster } from "../platform/runtime/launcher.js";
+import { adminRequest, readClusterFile } from "./cluster-client.js";
+import { registerBench } from "./bench.js";
+
+function integer(min: number, max: number) {
+  return (text: string): number => {
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`expected an integer in ${min}..${max}`);
+    }
+    return value;
+  };
+}
+
+function param(text: string, previous: Record<string, string>): Record<string, string> {
+  const eq = text.indexOf("=");
+  if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got ${text}`);
+  return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command("tara").description(
+    "Stream-based state-machine replication with generic checkpointing",
+  );
+  const dataDir = () => new Option("--data-dir <dir>", "cluster data directory").default("./data");
+
+  program
+    .command("start")
+    .description("run a topology locally in the foreground until SIGINT/SIGTERM")
+    .option("--topology <name|module>", "built-in topology name or module path", "demo")
+    .option("--param <key=value>", "topology parameter (repeatable)", param, {})
+    .addOption(
+      new Option("--containers <n>", "number of containers").argParser(integer(1, 256)).default(3),
+    )
+    .option("--allow-colocation", "allow two replicas of a stage in one container", false)
+    .addOption(dataDir())
+    .option("--host <address>", "address every process binds to", "127.0.0.1")
+    .addOption(
+      new Option("--admin-port <port>", "admin HTTP port (0: any)")
+        .argParser(integer(0, 65535))
+        .default(7800),
+    )
+    .option(
+      "--secret-file <path>",
+      "file holding the cluster secret (default: TARA_SECRET or a new one)",
+    )
+    .addOption(
+      new Option("--heartbeat-ms <ms>", "heartbeat period")
+        .argParser(integer(10, 60000))
+        .default(200),
+    )
+    .addOption(
+      new Option("--heartbeat-timeout-ms <ms>", "silence after which a container is dead")
+        .argParser(integer(50, 600000))
+        .default(2000),
+    )
+    .action(async (options) => {
+      const log = pino({ base: { proc: "launcher" } });
+      const secret = options.secretFile
+        ? readFileSync(options.secretFile, "utf8").trim()
+        : process.env.TARA_SECRET;
+      if (secret !== undefined && !/^[0-9a-f]{32,}$/.test(secret)) {
+        throw new Error("the cluster secret must be at least 32 lowercase hex digits");
+      }
+      const cluster = await LocalCluster.start(
+        {
+          topology: options.topology,
+          params: options.param,
+          containers: options.containers,
+          allowColocation: options.allowColocation,
+          dataDir: options.dataDir,
+          host: options.host,
+          adminPort: options.adminPort,
+          secret,
+          heartbeatMs: options.heartbeatMs,
+          heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+        },
+        log,
+      );
+      log.info(
+        {
+          event: "running",
+          topology: options.topology,
+          containers: options.containers,
+          admin: cluster.adminUrl,
+          dataDir: cluster.config.dataDir,
+        },
+        `tara running: admin ${cluster.adminUrl}, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
+      );
+      await new Promise<void>((resolve) => {
+        process.once("SIGINT", resolve);
+        process.once("SIGTERM", resolve);
+      });
+      await cluster.stop();
+    });
+
+  program
+    .command("status")
+    .description("show every replica of the running cluster")
+    .addOption(dataDir())
+    .option("--json", "print the raw JSON", false)
+    .action(async (options) => {
+      const status = (await adminRequest(readClusterFile(options.dataDir), "GET", "/status")) as {
+        topology: string;
+        containers: ContainerStatus[];
+        instances: InstanceStatus[];
+      };
+      if (options.json) {
+        console.log(JSON.stringify(status, null, 2));
+        return;
+      }
+      const containers = new Table({
+        head: ["container", "state", "stmgr pid", "port", "restarts", "backpressure"],
+      });
+      for (const c of status.containers) {
+        containers.push([
+          c.container,
+          c.state,
+          c.stmgr?.pid ?? "-",
+          c.stmgr?.port ?? "-",
+          c.stmgr?.restarts ?? 0,
+          c.backpressure ? "on" : "off",
+        ]);
+      }
+      const instances = new Table({
+        head: [
+          "replica",
+          "container",
+          "pid",
+          "state",
+          "incarnation",
+          "restarts",
+          "in",
+          "out",
+          "status",
+        ],
+      });
+      for (const i of status.instances) {
+        instances.push([
+          `${i.stage}:${i.index}`,
+          i.container,
+          i.pid ?? "-",
+          i.state,
+          i.incarnation,
+          i.restarts,
+          i.tuplesIn,
+          i.tuplesOut,
+          JSON.stringify(i.status),
+        ]);
+      }
+      console.log(`topology ${status.topology}\n${containers.toString()}\n${instances.toString()}`);
+    });
+
+  program
+    .command("kill")
+    .description("SIGKILL one replica (<stage>:<index>) or every process of a container")
+    .argument("[replica]", "replica to kill, e.g. squarer:1")
+    .addOption(new Option("--container <n>", "kill a whole container").argParser(integer(0, 255)))
+    .addOption(dataDir())
+    .action(async (replica: string | undefined, options) => {
+      if ((replica === undefined) === (options.container === undefined)) {
+        throw new Error("name either a replica (<stage>:<index>) or --container <n>");
+      }
+      const body = replica !== undefined ? { replica } : { container: options.container };
+      const result = (await adminRequest(
+        readClusterFile(options.dataDir),
+        "POST",
+        "/kill",
+        body,
+      )) as { killed: number[] };
+      console.log(`killed pids ${result.killed.join(", ") || "(none)"}`);
+    });
+
+  registerBench(program);
+
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    console.error(`tara: ${(error as Error).message}`);
+    process.exitCode = 1;
+  }
+}

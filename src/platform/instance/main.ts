@@ -1,0 +1,116 @@
+/**
+ * Process shell of one stage replica: connects the executor to the local stream manager,
+ * reports to it every heartbeat, and follows the stream manager when it restarts elsewhere.
+ */
+import { replicaName } from "../plan/physical-plan.js";
+import type { ParentMessage } from "../runtime/child.js";
+import { announceReady, exitWithParent } from "../runtime/child.js";
+import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { createLogger } from "../runtime/log.js";
+import { processStats } from "../runtime/process-stats.js";
+import { loadPlan } from "../runtime/topology-loader.js";
+import { ClientLink } from "../transport/tcp.js";
+import {
+  DELIVER,
+  messageParser,
+  throttleSchema,
+  type Deliver,
+  type Throttle,
+} from "../wire/messages.js";
+import { Executor } from "./executor.js";
+
+const config = readProcessConfig();
+const { cluster } = config;
+const plan = await loadPlan(cluster);
+const placement = plan.tasks[config.task!]!;
+const name = replicaName(placement);
+const incarnation = config.incarnation!;
+const log = createLogger(`instance-${placement.stage}-${placement.index}`, logDirOf(cluster), {
+  instance: name,
+  incarnation,
+});
+process.on("uncaughtException", (error) => {
+  log.fatal({ event: "crashed", err: error }, "stage code threw: exiting");
+  process.exit(1);
+});
+
+let stmgrPort = config.stmgrPort!;
+let linkFull = false;
+const executor = new Executor({
+  plan,
+  self: placement,
+  incarnation,
+  log,
+  send: (frame) => {
+    const connection = link.ready;
+    if (!connection) return false;
+    connection.send(frame);
+    if (connection.isCongested && !linkFull) {
+      linkFull = true;
+      // Our link to the stream manager is full: stop taking input until it drains.
+      executor.setThrottle("link", true);
+      connection.pauseReading();
+    }
+    return true;
+  },
+});
+
+const link = new ClientLink<Deliver | Throttle>(
+  { host: cluster.host, port: stmgrPort },
+  { role: "instance", id: name },
+  {
+    secret: Buffer.from(cluster.secret, "hex"),
+    parse: messageParser([DELIVER], [throttleSchema]),
+    log,
+  },
+  {
+    onReady: (connection) => {
+      connection.send({ t: "register", task: placement.task, incarnation, pid: process.pid });
+      log.info({ event: "connected", stmgrPort }, "connected to stream manager");
+      executor.start();
+    },
+    onMessage: (message) => {
+      if (Array.isArray(message)) executor.deliver(message[1], message[2], message[3]);
+      else executor.setThrottle("stmgr", message.on);
+    },
+    onDown: (reason) => {
+      linkFull = false;
+      executor.setThrottle("stmgr", false);
+      executor.setThrottle("link", false);
+      log.info({ event: "disconnected", reason }, "lost the stream manager");
+    },
+    onDrain: () => {
+      linkFull = false;
+      executor.setThrottle("link", false);
+      link.ready?.resumeReading();
+    },
+  },
+);
+
+process.on("message", (message: ParentMessage) => {
+  if (message.t === "stmgr-port") {
+    stmgrPort = message.port;
+    link.retarget({ host: cluster.host, port: stmgrPort });
+  }
+});
+
+const reportTimer = setInterval(() => {
+  link.ready?.send({
+    t: "report",
+    tuplesIn: executor.tuplesIn,
+    tuplesOut: executor.tuplesOut,
+    dropped: executor.dropped,
+    throttled: executor.throttled,
+    status: executor.status,
+    stats: processStats(),
+  });
+}, cluster.heartbeatMs);
+
+log.info({ event: "started", stage: placement.stage, index: placement.index }, "instance started");
+announceReady({});
+exitWithParent(() => {
+  clearInterval(reportTimer);
+  executor.stop();
+  link.close();
+  log.info({ event: "stopped" }, "instance stopped");
+});

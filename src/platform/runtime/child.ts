@@ -1,0 +1,83 @@
+/**
+ * Parent/child plumbing shared by the launcher and the supervisors. Children are forked with
+ * an IPC channel: they announce readiness on it, and they exit when it closes, so no process
+ * outlives its parent (not even after a SIGKILL of the parent).
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { PROCESS_ENV, type ProcessConfig } from "./config.js";
+
+export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "instance";
+
+const entryPoints: Record<ProcessKind, URL> = {
+  tmaster: new URL("../tmaster/main.js", import.meta.url),
+  supervisor: new URL("../supervisor/main.js", import.meta.url),
+  stmgr: new URL("../stmgr/main.js", import.meta.url),
+  instance: new URL("../instance/main.js", import.meta.url),
+};
+
+/** Messages a child sends its parent over IPC. */
+export type ChildMessage = { t: "ready"; port?: number; adminPort?: number };
+/** Messages a parent sends a child over IPC. */
+export type ParentMessage = { t: "stmgr-port"; port: number };
+
+export function forkChild(kind: ProcessKind, config: ProcessConfig): ChildProcess {
+  return fork(fileURLToPath(entryPoints[kind]), [kind], {
+    env: { ...process.env, [PROCESS_ENV]: JSON.stringify(config) },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+    serialization: "json",
+  });
+}
+
+/** Resolves with the child's ready message, rejects if it exits first. */
+export function whenReady(child: ChildProcess): Promise<ChildMessage> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: ChildMessage) => {
+      if (message?.t !== "ready") return;
+      child.off("exit", onExit);
+      child.off("message", onMessage);
+      resolve(message);
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      child.off("message", onMessage);
+      reject(new Error(`child exited before ready (code ${code}, signal ${signal})`));
+    };
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+/** In a child: announce readiness to the parent. */
+export function announceReady(message: Omit<ChildMessage, "t">): void {
+  process.send?.({ t: "ready", ...message });
+}
+
+/** In a child: run `stop` and exit when the parent goes away or asks us to stop. */
+export function exitWithParent(stop: () => void | Promise<void>): void {
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    try {
+      await stop();
+    } finally {
+      process.exit(0);
+    }
+  };
+  process.on("disconnect", shutdown);
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+}
+
+/** Sends SIGTERM, then SIGKILL after `graceMs`; resolves when the child has exited. */
+export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}

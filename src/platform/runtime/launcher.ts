@@ -1,0 +1,134 @@
+/**
+ * The local scheduler behind `tara start`: starts the topology manager and one supervisor per
+ * container as child processes on this machine, restarts them if they die (a whole-container
+ * crash included), and on stop takes every process down with it.
+ */
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Logger } from "pino";
+import { pack } from "../plan/physical-plan.js";
+import { forkChild, stopChild, whenReady } from "./child.js";
+import type { ClusterConfig } from "./config.js";
+import { writeFileDurable } from "./durable-file.js";
+import { loadTopology } from "./topology-loader.js";
+
+export interface LaunchOptions {
+  topology: string;
+  params: Record<string, string>;
+  containers: number;
+  allowColocation: boolean;
+  dataDir: string;
+  host: string;
+  adminPort: number;
+  secret?: string;
+  heartbeatMs: number;
+  heartbeatTimeoutMs: number;
+}
+
+export interface ClusterFile {
+  pid: number;
+  topology: string;
+  adminUrl: string;
+  secret: string;
+  containers: number;
+}
+
+export const CLUSTER_FILE = "cluster.json";
+
+export class LocalCluster {
+  private tmaster: ChildProcess | undefined;
+  private readonly supervisors = new Map<number, ChildProcess>();
+  private stopping = false;
+  adminUrl = "";
+
+  private constructor(
+    readonly config: ClusterConfig,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(options: LaunchOptions, log: Logger): Promise<LocalCluster> {
+    const topology = await loadTopology(options.topology, options.params);
+    pack(topology, options); // validates the packing before any process starts
+    const dataDir = resolve(options.dataDir);
+    mkdirSync(dataDir, { recursive: true });
+    const config: ClusterConfig = {
+      topology: options.topology,
+      params: options.params,
+      containers: options.containers,
+      allowColocation: options.allowColocation,
+      secret: options.secret ?? randomBytes(32).toString("hex"),
+      dataDir,
+      host: options.host,
+      tmasterPort: 0,
+      adminPort: options.adminPort,
+      heartbeatMs: options.heartbeatMs,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+    };
+    const cluster = new LocalCluster(config, log);
+    await cluster.startAll();
+    return cluster;
+  }
+
+  private async startAll(): Promise<void> {
+    // The topology manager keeps its ports across restarts, so links find it again.
+    const tmaster = this.superviseTmaster();
+    const ready = await whenReady(tmaster);
+    this.config.tmasterPort = ready.port!;
+    this.config.adminPort = ready.adminPort!;
+    this.adminUrl = `http://${this.config.host}:${ready.adminPort}`;
+    const clusterFile: ClusterFile = {
+      pid: process.pid,
+      topology: this.config.topology,
+      adminUrl: this.adminUrl,
+      secret: this.config.secret,
+      containers: this.config.containers,
+    };
+    writeFileDurable(join(this.config.dataDir, CLUSTER_FILE), JSON.stringify(clusterFile, null, 2));
+    const started: Promise<unknown>[] = [];
+    for (let container = 0; container < this.config.containers; container++) {
+      started.push(whenReady(this.superviseContainer(container)));
+    }
+    await Promise.all(started);
+  }
+
+  private superviseTmaster(): ChildProcess {
+    const child = forkChild("tmaster", { cluster: this.config });
+    this.tmaster = child;
+    child.once("exit", (code, signal) => {
+      if (this.stopping) return;
+      this.log.warn(
+        { event: "died", process: "tmaster", code, signal },
+        "topology manager died: restarting",
+      );
+      this.superviseTmaster();
+    });
+    return child;
+  }
+
+  private superviseContainer(container: number): ChildProcess {
+    const child = forkChild("supervisor", { cluster: this.config, container });
+    this.supervisors.set(container, child);
+    this.log.info(
+      { event: "spawned", process: "supervisor", container, pid: child.pid },
+      "container started",
+    );
+    child.once("exit", (code, signal) => {
+      if (this.stopping) return;
+      this.log.warn(
+        { event: "died", process: "supervisor", container, code, signal },
+        "container died: restarting",
+      );
+      this.superviseContainer(container);
+    });
+    return child;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const children = [...this.supervisors.values(), ...(this.tmaster ? [this.tmaster] : [])];
+    await Promise.all(children.map((child) => stopChild(child, 5000)));
+    this.log.info({ event: "stopped" }, "cluster stopped");
+  }
+}

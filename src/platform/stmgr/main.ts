@@ -1,0 +1,340 @@
+/**
+ * Stream manager of one container. Local instances connect to it; it keeps one outgoing link
+ * to every peer stream manager (found through the topology manager's plan), routes tuples,
+ * throttles the container's sources when any link backs up anywhere, and reports the
+ * container to the topology manager every heartbeat and at once on any instance change.
+ */
+import { replicaName } from "../plan/physical-plan.js";
+import { announceReady, exitWithParent } from "../runtime/child.js";
+import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { createLogger } from "../runtime/log.js";
+import { processStats } from "../runtime/process-stats.js";
+import { loadPlan } from "../runtime/topology-loader.js";
+import { ClientLink, listen } from "../transport/tcp.js";
+import type { Connection } from "../wire/connection.js";
+import {
+  EMIT,
+  FORWARD,
+  backpressureSchema,
+  messageParser,
+  planSchema,
+  registerSchema,
+  reportSchema,
+  type Backpressure,
+  type Emit,
+  type Forward,
+  type InstanceReport,
+  type PlanUpdate,
+  type Register,
+  type Report,
+} from "../wire/messages.js";
+import { Router } from "./router.js";
+
+/** Above this a link is congested (backpressure on); at half of it, drained. */
+const HIGH_WATERMARK_BYTES = 4 * 1024 * 1024;
+/** A link queue this deep is broken: the connection is closed rather than grow without bound. */
+const HARD_LIMIT_BYTES = 64 * 1024 * 1024;
+
+const config = readProcessConfig();
+const { cluster } = config;
+const container = config.container!;
+const plan = await loadPlan(cluster);
+const log = createLogger(`stmgr-${container}`, logDirOf(cluster), { container });
+const secret = Buffer.from(cluster.secret, "hex");
+const router = new Router(plan, container);
+
+interface LocalInstance {
+  task: number;
+  connection: Connection<InstanceMessage>;
+  incarnation: number;
+  pid: number;
+  report: Report | undefined;
+}
+type InstanceMessage = Register | Report | Emit;
+type PeerMessage = Forward | Backpressure;
+
+const instances = new Map<number, LocalInstance>();
+/** Last known incarnation of local tasks, for the report of a dead one. */
+const lastIncarnation = new Map<number, number>();
+const peerLinks = new Map<number, ClientLink<never>>();
+const remoteBackpressure = new Set<number>();
+let localBackpressure = false;
+let sourcesThrottled = false;
+
+const { port } = await listen<InstanceMessage | PeerMessage>(
+  { host: cluster.host, port: 0 },
+  {
+    secret,
+    log,
+    highWatermarkBytes: HIGH_WATERMARK_BYTES,
+    parse: messageParser([EMIT, FORWARD], [registerSchema, reportSchema, backpressureSchema]),
+  },
+  (connection) => {
+    connection.start({
+      onReady: (peer) => {
+        if (peer.role === "instance") acceptInstance(connection as Connection<InstanceMessage>);
+        else if (peer.role === "peer") acceptPeer(connection as Connection<PeerMessage>, peer.id);
+        else connection.close(`role ${peer.role} may not connect to a stream manager`);
+      },
+      onMessage: () => connection.close("message before role was known"),
+    });
+  },
+);
+
+function acceptInstance(connection: Connection<InstanceMessage>): void {
+  let self: LocalInstance | undefined;
+  connection.start({
+    onMessage: (message) => {
+      if (Array.isArray(message)) {
+        if (message[0] !== EMIT || !self) return connection.close("emit before register");
+        try {
+          router.fromInstance(self.task, message);
+        } catch (error) {
+          log.warn({ event: "frame-rejected", reason: (error as Error).message, task: self.task });
+          connection.close((error as Error).message);
+        }
+        checkCongestion();
+        return;
+      }
+      switch (message.t) {
+        case "register": {
+          const placement = plan.tasks[message.task];
+          if (self || !placement || placement.container !== container) {
+            return connection.close(`bad registration for task ${message.task}`);
+          }
+          instances.get(message.task)?.connection.close("replaced by a new incarnation");
+          self = {
+            task: message.task,
+            connection,
+            incarnation: message.incarnation,
+            pid: message.pid,
+            report: undefined,
+          };
+          instances.set(message.task, self);
+          lastIncarnation.set(message.task, message.incarnation);
+          router.local.set(message.task, connection);
+          if (sourcesThrottled && placement && isSource(message.task))
+            connection.send({ t: "throttle", on: true });
+          log.info(
+            {
+              event: "instance-connected",
+              instance: replicaName(placement),
+              incarnation: message.incarnation,
+              pid: message.pid,
+            },
+            "instance connected",
+          );
+          sendHeartbeat();
+          return;
+        }
+        case "report":
+          if (self) self.report = message;
+          return;
+        default:
+          return connection.close(`unexpected ${(message as { t: string }).t} from an instance`);
+      }
+    },
+    onDrain: checkCongestion,
+    onClose: (reason) => {
+      if (!self || instances.get(self.task) !== self) return;
+      instances.delete(self.task);
+      router.local.delete(self.task);
+      log.info(
+        {
+          event: "instance-disconnected",
+          instance: replicaName(plan.tasks[self.task]!),
+          incarnation: self.incarnation,
+          reason,
+        },
+        "instance disconnected",
+      );
+      sendHeartbeat();
+      checkCongestion();
+    },
+  });
+}
+
+function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
+  const from = Number(id);
+  connection.start({
+    onMessage: (message) => {
+      if (Array.isArray(message)) {
+        if (message[0] !== FORWARD) return connection.close("peers only forward tuples");
+        try {
+          router.fromPeer(message);
+        } catch (error) {
+          log.warn({ event: "frame-rejected", reason: (error as Error).message, peer: from });
+          connection.close((error as Error).message);
+        }
+        checkCongestion();
+        return;
+      }
+      if (message.t !== "backpressure")
+        return connection.close(`unexpected ${message.t} from a peer`);
+      if (message.on) remoteBackpressure.add(message.container);
+      else remoteBackpressure.delete(message.container);
+      updateSourceThrottle();
+    },
+    onClose: () => {
+      remoteBackpressure.delete(from);
+      updateSourceThrottle();
+    },
+  });
+}
+
+function isSource(task: number): boolean {
+  const stage = plan.tasks[task]!.stage;
+  return plan.topology.stages.find((s) => s.name === stage)!.isSource;
+}
+
+/** Every outgoing queue of this stream manager: local instances and peers. */
+function outgoing(): Connection<unknown>[] {
+  const list: Connection<unknown>[] = [];
+  for (const instance of instances.values()) list.push(instance.connection as Connection<unknown>);
+  for (const link of peerLinks.values()) {
+    const ready = link.ready;
+    if (ready) list.push(ready as Connection<unknown>);
+  }
+  return list;
+}
+
+function checkCongestion(): void {
+  let congested = false;
+  for (const connection of outgoing()) {
+    if (connection.queuedBytes > HARD_LIMIT_BYTES) {
+      log.warn({
+        event: "link-overflow",
+        remote: connection.peer?.id,
+        bytes: connection.queuedBytes,
+      });
+      connection.close("queue over the hard limit");
+      continue;
+    }
+    congested ||= connection.isCongested;
+  }
+  if (congested === localBackpressure) return;
+  localBackpressure = congested;
+  log.info({ event: congested ? "backpressure-on" : "backpressure-off" }, "backpressure changed");
+  for (const link of peerLinks.values())
+    link.ready?.send({ t: "backpressure", container, on: congested });
+  updateSourceThrottle();
+}
+
+function updateSourceThrottle(): void {
+  const throttle = localBackpressure || remoteBackpressure.size > 0;
+  if (throttle === sourcesThrottled) return;
+  sourcesThrottled = throttle;
+  for (const instance of instances.values()) {
+    if (isSource(instance.task)) instance.connection.send({ t: "throttle", on: throttle });
+  }
+}
+
+function applyPlan(update: PlanUpdate): void {
+  router.remoteRunning = new Set(
+    update.instances
+      .filter((i) => i.state === "running" && plan.tasks[i.task]?.container !== container)
+      .map((i) => i.task),
+  );
+  for (const endpoint of update.stmgrs) {
+    if (endpoint.container === container) continue;
+    const address = { host: endpoint.host, port: endpoint.port };
+    const existing = peerLinks.get(endpoint.container);
+    if (existing) {
+      existing.retarget(address);
+      continue;
+    }
+    const peer = endpoint.container;
+    const link = new ClientLink<never>(
+      address,
+      { role: "peer", id: String(container) },
+      { secret, log, highWatermarkBytes: HIGH_WATERMARK_BYTES, parse: messageParser([], []) },
+      {
+        onReady: (connection) => {
+          router.peers.set(peer, connection);
+          if (localBackpressure) connection.send({ t: "backpressure", container, on: true });
+          log.info({ event: "peer-connected", peer }, "connected to peer stream manager");
+        },
+        onMessage: () => undefined,
+        onDown: (reason) => {
+          if (router.peers.delete(peer)) {
+            log.info({ event: "peer-disconnected", peer, reason }, "lost peer stream manager");
+          }
+          checkCongestion();
+        },
+        onDrain: checkCongestion,
+      },
+    );
+    peerLinks.set(peer, link);
+  }
+}
+
+const tmaster = new ClientLink<PlanUpdate>(
+  { host: cluster.host, port: cluster.tmasterPort },
+  { role: "stmgr", id: String(container) },
+  { secret, log, parse: messageParser([], [planSchema]) },
+  {
+    onReady: (connection) => {
+      connection.send({
+        t: "stmgr",
+        container,
+        host: cluster.host,
+        port,
+        pid: process.pid,
+        supervisorPid: process.ppid,
+      });
+      sendHeartbeat();
+      log.info({ event: "tmaster-connected" }, "registered with the topology manager");
+    },
+    onMessage: applyPlan,
+    onDown: (reason) =>
+      log.info({ event: "tmaster-disconnected", reason }, "lost the topology manager"),
+  },
+);
+
+function instanceReports(): InstanceReport[] {
+  return plan.tasks
+    .filter((t) => t.container === container)
+    .map((t) => {
+      const instance = instances.get(t.task);
+      const report = instance?.report;
+      return {
+        task: t.task,
+        state: instance ? "running" : "dead",
+        pid: instance?.pid ?? 0,
+        incarnation: instance?.incarnation ?? lastIncarnation.get(t.task) ?? 0,
+        tuplesIn: report?.tuplesIn ?? 0,
+        tuplesOut: report?.tuplesOut ?? 0,
+        dropped: report?.dropped ?? 0,
+        throttled: report?.throttled ?? false,
+        queueBytes: instance?.connection.queuedBytes ?? 0,
+        status: report?.status ?? {},
+        stats: report?.stats ?? null,
+      };
+    });
+}
+
+function sendHeartbeat(): void {
+  tmaster.ready?.send({
+    t: "heartbeat",
+    instances: instanceReports(),
+    peers: [...peerLinks.entries()].map(([peer, link]) => ({
+      container: peer,
+      connected: link.ready !== undefined,
+      queueBytes: link.ready?.queuedBytes ?? 0,
+    })),
+    backpressure: sourcesThrottled,
+    routed: router.routed,
+    dropped: router.dropped,
+    stats: processStats(),
+  });
+}
+
+const heartbeatTimer = setInterval(sendHeartbeat, cluster.heartbeatMs);
+log.info({ event: "started", port }, "stream manager started");
+announceReady({ port });
+exitWithParent(() => {
+  clearInterval(heartbeatTimer);
+  tmaster.close();
+  for (const link of peerLinks.values()) link.close();
+  log.info({ event: "stopped" }, "stream manager stopped");
+});

@@ -1,0 +1,137 @@
+/**
+ * Container supervisor: starts the container's stream manager and instances and restarts any
+ * of them the moment it dies. A restarted instance keeps its identity (stage, index) and gets
+ * the next incarnation number; incarnations are persisted before the start, so they keep
+ * growing across restarts of the whole container.
+ */
+import type { ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { replicaName, tasksIn } from "../plan/physical-plan.js";
+import {
+  announceReady,
+  exitWithParent,
+  forkChild,
+  stopChild,
+  whenReady,
+  type ChildMessage,
+} from "../runtime/child.js";
+import { logDirOf, readProcessConfig, type ProcessConfig } from "../runtime/config.js";
+import { writeFileDurable } from "../runtime/durable-file.js";
+import { createLogger } from "../runtime/log.js";
+import { loadPlan } from "../runtime/topology-loader.js";
+
+/** A process that dies this soon after its start is in a crash loop: back off. */
+const CRASH_LOOP_MS = 1000;
+const BACKOFF_MAX_MS = 5000;
+
+const config = readProcessConfig();
+const { cluster } = config;
+const container = config.container!;
+const plan = await loadPlan(cluster);
+const log = createLogger(`supervisor-${container}`, logDirOf(cluster), { container });
+const incarnationsFile = join(
+  cluster.dataDir,
+  "containers",
+  String(container),
+  "incarnations.json",
+);
+const incarnations = readIncarnations();
+const instances = new Map<number, ChildProcess>();
+let stmgr: ChildProcess | undefined;
+let stmgrPort = 0;
+let stopping = false;
+
+function readIncarnations(): Record<string, number> {
+  try {
+    return JSON.parse(readFileSync(incarnationsFile, "utf8")) as Record<string, number>;
+  } catch {
+    return {};
+  }
+}
+
+/** Restarts a child at once, or after a growing delay if it keeps dying right after start. */
+function supervise(
+  name: string,
+  start: () => ChildProcess,
+  onStarted: (child: ChildProcess) => void,
+): void {
+  let fastDeaths = 0;
+  const launch = () => {
+    if (stopping) return;
+    const startedAt = Date.now();
+    const child = start();
+    onStarted(child);
+    child.once("exit", (code, signal) => {
+      if (stopping) return;
+      const lived = Date.now() - startedAt;
+      fastDeaths = lived < CRASH_LOOP_MS ? fastDeaths + 1 : 0;
+      const delay = fastDeaths <= 1 ? 0 : Math.min(BACKOFF_MAX_MS, 100 * 2 ** (fastDeaths - 2));
+      log.warn(
+        { event: "died", process: name, pid: child.pid, code, signal, restartInMs: delay },
+        "process died",
+      );
+      setTimeout(launch, delay);
+    });
+  };
+  launch();
+}
+
+function startInstance(task: number): ChildProcess {
+  const placement = plan.tasks[task]!;
+  const name = replicaName(placement);
+  const incarnation = (incarnations[name] ?? 0) + 1;
+  incarnations[name] = incarnation;
+  writeFileDurable(incarnationsFile, JSON.stringify(incarnations));
+  const child = forkChild("instance", {
+    ...config,
+    task,
+    incarnation,
+    stmgrPort,
+  } satisfies ProcessConfig);
+  log.info(
+    {
+      event: incarnation > 1 ? "restarted" : "spawned",
+      instance: name,
+      incarnation,
+      pid: child.pid,
+    },
+    "instance started",
+  );
+  return child;
+}
+
+function startStmgr(): ChildProcess {
+  const child = forkChild("stmgr", { cluster, container });
+  log.info({ event: "spawned", process: "stmgr", pid: child.pid }, "stream manager started");
+  whenReady(child).then(
+    (ready: ChildMessage) => {
+      stmgrPort = ready.port!;
+      for (const instance of instances.values()) {
+        if (instance.connected) instance.send({ t: "stmgr-port", port: stmgrPort });
+      }
+    },
+    () => undefined,
+  );
+  return child;
+}
+
+supervise("stmgr", startStmgr, (child) => (stmgr = child));
+stmgrPort = (await whenReady(stmgr!)).port!;
+for (const placement of tasksIn(plan, container)) {
+  supervise(
+    replicaName(placement),
+    () => startInstance(placement.task),
+    (child) => instances.set(placement.task, child),
+  );
+}
+
+log.info({ event: "started", instances: instances.size }, "container supervisor started");
+announceReady({});
+exitWithParent(async () => {
+  stopping = true;
+  await Promise.all(
+    [...instances.values(), ...(stmgr ? [stmgr] : [])].map((child) => stopChild(child)),
+  );
+  log.info({ event: "stopped" }, "container supervisor stopped");
+});

@@ -1,0 +1,112 @@
+/**
+ * Topology manager: stream managers register and heartbeat to it; it keeps the physical plan
+ * (plan-tracker.ts), broadcasts it whenever it changes so that routing to a restarted replica
+ * resumes, and serves the admin surface. It is not on the tuple path: the topology keeps
+ * running while it is down.
+ */
+import { once } from "node:events";
+import { announceReady, exitWithParent } from "../runtime/child.js";
+import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { createLogger } from "../runtime/log.js";
+import { loadPlan } from "../runtime/topology-loader.js";
+import { listen } from "../transport/tcp.js";
+import type { Connection } from "../wire/connection.js";
+import {
+  heartbeatSchema,
+  messageParser,
+  stmgrSchema,
+  type Heartbeat,
+  type StmgrRegistration,
+} from "../wire/messages.js";
+import { createAdminServer } from "./admin.js";
+import { PlanTracker } from "./plan-tracker.js";
+
+const { cluster } = readProcessConfig();
+const log = createLogger("tmaster", logDirOf(cluster));
+const plan = await loadPlan(cluster);
+const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs);
+const startedAtMs = Date.now();
+const stmgrs = new Map<number, Connection<StmgrRegistration | Heartbeat>>();
+
+function broadcastPlan(): boolean {
+  const update = tracker.planUpdate();
+  if (!update) return false;
+  for (const connection of stmgrs.values()) connection.send(update);
+  return true;
+}
+
+const { port } = await listen<StmgrRegistration | Heartbeat>(
+  { host: cluster.host, port: cluster.tmasterPort },
+  {
+    secret: Buffer.from(cluster.secret, "hex"),
+    log,
+    parse: messageParser([], [stmgrSchema, heartbeatSchema]),
+  },
+  (connection) => {
+    let container: number | undefined;
+    connection.start({
+      onReady: (peer) => {
+        if (peer.role !== "stmgr")
+          connection.close(`role ${peer.role} may not talk to the topology manager`);
+      },
+      onMessage: (message) => {
+        if (message.t === "stmgr") {
+          if (message.container >= plan.containers)
+            return connection.close(`no container ${message.container}`);
+          container = message.container;
+          stmgrs.get(container)?.close("replaced by a new stream manager");
+          stmgrs.set(container, connection);
+          tracker.register(message, Date.now());
+          log.info(
+            { event: "stmgr-registered", container, pid: message.pid, port: message.port },
+            "stream manager registered",
+          );
+          if (!broadcastPlan()) connection.send(tracker.currentPlan());
+          return;
+        }
+        if (container === undefined) return connection.close("heartbeat before registration");
+        tracker.heartbeat(container, message, Date.now());
+        broadcastPlan();
+      },
+      onClose: (reason) => {
+        if (container === undefined || stmgrs.get(container) !== connection) return;
+        stmgrs.delete(container);
+        tracker.disconnected(container);
+        log.warn({ event: "container-lost", container, reason }, "stream manager disconnected");
+        broadcastPlan();
+      },
+    });
+  },
+);
+
+const expiryTimer = setInterval(() => {
+  for (const container of tracker.expire(Date.now())) {
+    log.warn(
+      { event: "container-silent", container },
+      "no heartbeat in time: container considered dead",
+    );
+    stmgrs.get(container)?.close("heartbeat timeout");
+  }
+  broadcastPlan();
+}, cluster.heartbeatMs);
+
+const admin = createAdminServer({
+  tracker,
+  secret: cluster.secret,
+  log,
+  startedAtMs,
+  now: () => Date.now(),
+});
+admin.listen(cluster.adminPort, cluster.host);
+await once(admin, "listening");
+const adminAddress = admin.address();
+const adminPort =
+  typeof adminAddress === "object" && adminAddress ? adminAddress.port : cluster.adminPort;
+
+log.info({ event: "started", port, adminPort }, "topology manager started");
+announceReady({ port, adminPort });
+exitWithParent(() => {
+  clearInterval(expiryTimer);
+  admin.close();
+  log.info({ event: "stopped" }, "topology manager stopped");
+});

@@ -1,0 +1,97 @@
+/**
+ * The one frame codec of every platform link: a 4-byte big-endian body length, then a
+ * msgpack-encoded body. The decoder is a pure state machine fed with chunks as they arrive;
+ * it enforces the frame size limit before buffering a body.
+ */
+import { Packr, Unpackr } from "msgpackr";
+import { WireError } from "./errors.js";
+
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+const HEADER_BYTES = 4;
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+export function encodeFrame(body: unknown): Buffer {
+  const payload = packr.pack(body);
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  frame.writeUInt32BE(payload.length, 0);
+  payload.copy(frame, HEADER_BYTES);
+  return frame;
+}
+
+/** Decodes one body; anything but exactly one well-formed msgpack value is malformed. */
+export function decodeBody(body: Uint8Array): unknown {
+  try {
+    // unpack rejects trailing bytes after the first value.
+    return unpackr.unpack(body);
+  } catch (error) {
+    throw new WireError("FRAME_MALFORMED", `undecodable frame body: ${(error as Error).message}`);
+  }
+}
+
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+
+  /** Bytes received but not yet returned as a frame body. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /** Feeds bytes; returns the complete frame bodies they finish. Throws WireError. */
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const bodies: Buffer[] = [];
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) break;
+      const head = this.peekHeader();
+      if (head === 0) throw new WireError("FRAME_EMPTY", "zero-length frame");
+      if (head > this.maxFrameBytes) {
+        throw new WireError(
+          "FRAME_TOO_LARGE",
+          `frame of ${head} bytes exceeds the limit of ${this.maxFrameBytes}`,
+        );
+      }
+      if (this.buffered < HEADER_BYTES + head) break;
+      this.consume(HEADER_BYTES);
+      bodies.push(this.consume(head));
+    }
+    return bodies;
+  }
+
+  private peekHeader(): number {
+    const first = this.chunks[0]!;
+    if (first.length >= HEADER_BYTES) return first.readUInt32BE(0);
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.readUInt32BE(0);
+  }
+
+  /** Removes n bytes from the front; a view into the chunk when it lies in one. */
+  private consume(n: number): Buffer {
+    this.buffered -= n;
+    const first = this.chunks[0]!;
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let offset = 0;
+    while (offset < n) {
+      const chunk = this.chunks[0]!;
+      const take = Math.min(chunk.length, n - offset);
+      chunk.copy(out, offset, 0, take);
+      offset += take;
+      if (take === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(take);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Every message of the platform's links, and their validation. A frame body is either a tuple
+ * frame (a positional array, the hot path, checked by hand) or a control message (an object
+ * with a `t` tag, checked with zod). Anything else is FRAME_INVALID.
+ *
+ * Links and what flows on them (after the handshake of handshake.ts):
+ *   instance -> stmgr   register, report, emit
+ *   stmgr -> instance   throttle, deliver
+ *   stmgr -> stmgr      forward, backpressure        (one connection per direction)
+ *   stmgr -> tmaster    stmgr, heartbeat
+ *   tmaster -> stmgr    plan
+ */
+import { z } from "zod";
+import { WireError } from "./errors.js";
+
+export const EMIT = 1;
+export const FORWARD = 2;
+export const DELIVER = 3;
+
+/** Instance to its stream manager: one tuple and the task ids it goes to. */
+export type Emit = [type: typeof EMIT, stream: string, dests: number[], payload: Uint8Array];
+/** Stream manager to a peer: one tuple for the peer's local tasks `dests`. */
+export type Forward = [
+  type: typeof FORWARD,
+  srcTask: number,
+  stream: string,
+  dests: number[],
+  payload: Uint8Array,
+];
+/** Stream manager to an instance: one tuple. */
+export type Deliver = [type: typeof DELIVER, srcTask: number, stream: string, payload: Uint8Array];
+
+const MAX_TASK = 1 << 20;
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected bytes");
+const task = z.number().int().min(0).max(MAX_TASK);
+const count = z.number().int().min(0);
+
+export const roles = ["instance", "stmgr", "peer"] as const;
+export type Role = (typeof roles)[number];
+
+export const challengeSchema = z.object({ t: z.literal("challenge"), nonce: bytes });
+export const helloSchema = z.object({
+  t: z.literal("hello"),
+  role: z.enum(roles),
+  id: z.string().max(200),
+  nonce: bytes,
+  proof: bytes,
+});
+export const welcomeSchema = z.object({ t: z.literal("welcome"), proof: bytes });
+
+export const registerSchema = z.object({
+  t: z.literal("register"),
+  task,
+  incarnation: z.number().int().min(1),
+  pid: z.number().int().min(1),
+});
+
+export const processStatsSchema = z.object({
+  rssBytes: count,
+  cpuUserUs: count,
+  cpuSystemUs: count,
+});
+
+export const reportSchema = z.object({
+  t: z.literal("report"),
+  tuplesIn: count,
+  tuplesOut: count,
+  dropped: count,
+  throttled: z.boolean(),
+  status: z.record(z.string(), z.unknown()),
+  stats: processStatsSchema,
+});
+
+export const throttleSchema = z.object({ t: z.literal("throttle"), on: z.boolean() });
+export const backpressureSchema = z.object({
+  t: z.literal("backpressure"),
+  container: z.number().int().min(0),
+  on: z.boolean(),
+});
+
+export const instanceStates = ["starting", "running", "dead"] as const;
+export type InstanceState = (typeof instanceStates)[number];
+
+export const instanceReportSchema = z.object({
+  task,
+  state: z.enum(instanceStates),
+  pid: z.number().int().min(0),
+  incarnation: z.number().int().min(0),
+  tuplesIn: count,
+  tuplesOut: count,
+  dropped: count,
+  throttled: z.boolean(),
+  queueBytes: count,
+  status: z.record(z.string(), z.unknown()),
+  stats: processStatsSchema.nullable(),
+});
+export type InstanceReport = z.infer<typeof instanceReportSchema>;
+
+export const stmgrSchema = z.object({
+  t: z.literal("stmgr"),
+  container: z.number().int().min(0),
+  host: z.string().max(255),
+  port: z.number().int().min(1).max(65535),
+  pid: z.number().int().min(1),
+  supervisorPid: z.number().int().min(1),
+});
+
+export const heartbeatSchema = z.object({
+  t: z.literal("heartbeat"),
+  instances: z.array(instanceReportSchema).max(MAX_TASK),
+  peers: z.array(
+    z.object({ container: z.number().int().min(0), connected: z.boolean(), queueBytes: count }),
+  ),
+  backpressure: z.boolean(),
+  routed: count,
+  dropped: count,
+  stats: processStatsSchema,
+});
+
+export const planSchema = z.object({
+  t: z.literal("plan"),
+  version: count,
+  stmgrs: z.array(
+    z.object({ container: z.number().int().min(0), host: z.string(), port: z.number().int() }),
+  ),
+  instances: z.array(z.object({ task, state: z.enum(instanceStates), incarnation: count })),
+});
+
+export type Challenge = z.infer<typeof challengeSchema>;
+export type Hello = z.infer<typeof helloSchema>;
+export type Welcome = z.infer<typeof welcomeSchema>;
+export type Register = z.infer<typeof registerSchema>;
+export type Report = z.infer<typeof reportSchema>;
+export type Throttle = z.infer<typeof throttleSchema>;
+export type Backpressure = z.infer<typeof backpressureSchema>;
+export type StmgrRegistration = z.infer<typeof stmgrSchema>;
+export type Heartbeat = z.infer<typeof heartbeatSchema>;
+export type PlanUpdate = z.infer<typeof planSchema>;
+export type ProcessStats = z.infer<typeof processStatsSchema>;
+
+type ControlSchema = z.ZodType<{ t: string }>;
+
+/**
+ * Builds the validator of one side of one link: the tuple frame types it accepts and the
+ * control messages it accepts. A value that is neither is rejected with FRAME_INVALID.
+ */
+export function messageParser<M>(
+  tupleTypes: readonly number[],
+  controls: readonly ControlSchema[],
+): (value: unknown) => M {
+  const byTag = new Map<string, ControlSchema>();
+  for (const schema of controls) {
+    const tag = (schema as unknown as { shape: { t: { value: string } } }).shape.t.value;
+    byTag.set(tag, schema);
+  }
+  return (value: unknown): M => {
+    if (Array.isArray(value)) {
+      const type = value[0];
+      if (typeof type === "number" && tupleTypes.includes(type) && isTupleFrame(value)) {
+        return value as M;
+      }
+      throw new WireError(
+        "FRAME_INVALID",
+        `unexpected or malformed tuple frame type ${String(type)}`,
+      );
+    }
+    const tag =
+      typeof value === "object" && value !== null ? (value as { t?: unknown }).t : undefined;
+    const schema = typeof tag === "string" ? byTag.get(tag) : undefined;
+    if (!schema) throw new WireError("FRAME_INVALID", `unexpected message ${JSON.stringify(tag)}`);
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      throw new WireError("FRAME_INVALID", `invalid ${tag}: ${parsed.error.issues[0]?.message}`);
+    }
+    return parsed.data as M;
+  };
+}
+
+function isTask(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_TASK;
+}
+
+function isTaskList(v: unknown): v is number[] {
+  return Array.isArray(v) && v.length <= MAX_TASK && v.every(isTask);
+}
+
+function isTupleFrame(v: unknown[]): boolean {
+  switch (v[0]) {
+    case EMIT:
+      return (
+        v.length === 4 && typeof v[1] === "string" && isTaskList(v[2]) && v[3] instanceof Uint8Array
+      );
+    case FORWARD:
+      return (
+        v.length === 5 &&
+        isTask(v[1]) &&
+        typeof v[2] === "string" &&
+        isTaskList(v[3]) &&
+        v[4] instanceof Uint8Array
+      );
+    case DELIVER:
+      return (
+        v.length === 4 && isTask(v[1]) && typeof v[2] === "string" && v[3] instanceof Uint8Array
+      );
+    default:
+      return false;
+  }
+}
