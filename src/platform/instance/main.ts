@@ -13,8 +13,10 @@ import { ClientLink } from "../transport/tcp.js";
 import {
   DELIVER,
   messageParser,
+  startSchema,
   throttleSchema,
   type Deliver,
+  type Start,
   type Throttle,
 } from "../wire/messages.js";
 import { Executor } from "./executor.js";
@@ -55,22 +57,22 @@ const executor = new Executor({
   },
 });
 
-const link = new ClientLink<Deliver | Throttle>(
+const link = new ClientLink<Deliver | Start | Throttle>(
   { host: cluster.host, port: stmgrPort },
   { role: "instance", id: name },
   {
     secret: Buffer.from(cluster.secret, "hex"),
-    parse: messageParser([DELIVER], [throttleSchema]),
+    parse: messageParser([DELIVER], [startSchema, throttleSchema]),
     log,
   },
   {
     onReady: (connection) => {
       connection.send({ t: "register", task: placement.task, incarnation, pid: process.pid });
       log.info({ event: "connected", stmgrPort }, "connected to stream manager");
-      executor.start();
     },
     onMessage: (message) => {
       if (Array.isArray(message)) executor.deliver(message[1], message[2], message[3]);
+      else if (message.t === "start") executor.start();
       else executor.setThrottle("stmgr", message.on);
     },
     onDown: (reason) => {

@@ -43,3 +43,8 @@ export function readProcessConfig(): ProcessConfig {
 export function logDirOf(cluster: ClusterConfig): string {
   return `${cluster.dataDir}/logs`;
 }
+
+/** State of the current run (incarnations, whether the topology started); cleared by `tara start`. */
+export function runDirOf(cluster: ClusterConfig): string {
+  return `${cluster.dataDir}/run`;
+}

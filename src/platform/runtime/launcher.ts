@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { pack } from "../plan/physical-plan.js";
@@ -52,6 +52,8 @@ export class LocalCluster {
     const topology = await loadTopology(options.topology, options.params);
     pack(topology, options); // validates the packing before any process starts
     const dataDir = resolve(options.dataDir);
+    // A new run starts with new incarnations; checkpoints and logs stay.
+    rmSync(join(dataDir, "run"), { recursive: true, force: true });
     mkdirSync(dataDir, { recursive: true });
     const config: ClusterConfig = {
       topology: options.topology,

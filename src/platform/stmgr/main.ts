@@ -54,6 +54,9 @@ type InstanceMessage = Register | Report | Emit;
 type PeerMessage = Forward | Backpressure;
 
 const instances = new Map<number, LocalInstance>();
+/** Local instances registered but not yet told to start. */
+const awaitingStart = new Set<LocalInstance>();
+let latestPlan: PlanUpdate | undefined;
 /** Last known incarnation of local tasks, for the report of a dead one. */
 const lastIncarnation = new Map<number, number>();
 const peerLinks = new Map<number, ClientLink<never>>();
@@ -124,6 +127,8 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
             },
             "instance connected",
           );
+          awaitingStart.add(self);
+          startInstances();
           sendHeartbeat();
           return;
         }
@@ -138,6 +143,7 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
     onClose: (reason) => {
       if (!self || instances.get(self.task) !== self) return;
       instances.delete(self.task);
+      awaitingStart.delete(self);
       router.local.delete(self.task);
       log.info(
         {
@@ -229,7 +235,22 @@ function updateSourceThrottle(): void {
   }
 }
 
+/**
+ * Instances start once the topology has started (every replica was up at least once) and this
+ * stream manager is connected to every live peer, so that their first tuples find every route.
+ */
+function startInstances(): void {
+  if (awaitingStart.size === 0 || !latestPlan?.started) return;
+  const peersUp = latestPlan.stmgrs.every(
+    (s) => s.container === container || router.peers.has(s.container),
+  );
+  if (!peersUp) return;
+  for (const instance of awaitingStart) instance.connection.send({ t: "start" });
+  awaitingStart.clear();
+}
+
 function applyPlan(update: PlanUpdate): void {
+  latestPlan = update;
   router.remoteRunning = new Set(
     update.instances
       .filter((i) => i.state === "running" && plan.tasks[i.task]?.container !== container)
@@ -253,6 +274,7 @@ function applyPlan(update: PlanUpdate): void {
           router.peers.set(peer, connection);
           if (localBackpressure) connection.send({ t: "backpressure", container, on: true });
           log.info({ event: "peer-connected", peer }, "connected to peer stream manager");
+          startInstances();
         },
         onMessage: () => undefined,
         onDown: (reason) => {
@@ -266,6 +288,7 @@ function applyPlan(update: PlanUpdate): void {
     );
     peerLinks.set(peer, link);
   }
+  startInstances();
 }
 
 const tmaster = new ClientLink<PlanUpdate>(

@@ -16,7 +16,7 @@ import {
   whenReady,
   type ChildMessage,
 } from "../runtime/child.js";
-import { logDirOf, readProcessConfig, type ProcessConfig } from "../runtime/config.js";
+import { logDirOf, readProcessConfig, runDirOf, type ProcessConfig } from "../runtime/config.js";
 import { writeFileDurable } from "../runtime/durable-file.js";
 import { createLogger } from "../runtime/log.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -30,12 +30,7 @@ const { cluster } = config;
 const container = config.container!;
 const plan = await loadPlan(cluster);
 const log = createLogger(`supervisor-${container}`, logDirOf(cluster), { container });
-const incarnationsFile = join(
-  cluster.dataDir,
-  "containers",
-  String(container),
-  "incarnations.json",
-);
+const incarnationsFile = join(runDirOf(cluster), `container-${container}-incarnations.json`);
 const incarnations = readIncarnations();
 const instances = new Map<number, ChildProcess>();
 let stmgr: ChildProcess | undefined;

@@ -6,7 +6,10 @@
  */
 import { once } from "node:events";
 import { announceReady, exitWithParent } from "../runtime/child.js";
-import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { logDirOf, readProcessConfig, runDirOf } from "../runtime/config.js";
+import { writeFileDurable } from "../runtime/durable-file.js";
 import { createLogger } from "../runtime/log.js";
 import { loadPlan } from "../runtime/topology-loader.js";
 import { listen } from "../transport/tcp.js";
@@ -24,13 +27,18 @@ import { PlanTracker } from "./plan-tracker.js";
 const { cluster } = readProcessConfig();
 const log = createLogger("tmaster", logDirOf(cluster));
 const plan = await loadPlan(cluster);
-const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs);
+const startedFile = join(runDirOf(cluster), "topology-started");
+const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs, existsSync(startedFile));
 const startedAtMs = Date.now();
 const stmgrs = new Map<number, Connection<StmgrRegistration | Heartbeat>>();
 
 function broadcastPlan(): boolean {
   const update = tracker.planUpdate();
   if (!update) return false;
+  if (update.started && !existsSync(startedFile)) {
+    writeFileDurable(startedFile, "");
+    log.info({ event: "topology-started" }, "every replica is up: the topology started");
+  }
   for (const connection of stmgrs.values()) connection.send(update);
   return true;
 }

@@ -53,9 +53,14 @@ export class PlanTracker {
   private lastPlan = "";
   private version = 0;
 
+  /**
+   * @param started whether the topology already ran with every replica up (persisted by the
+   *   topology manager): until then instances wait, so the first tuples find every route.
+   */
   constructor(
     readonly plan: PhysicalPlan,
     private readonly heartbeatTimeoutMs: number,
+    public started = false,
   ) {}
 
   register(registration: StmgrRegistration, nowMs: number): void {
@@ -105,7 +110,17 @@ export class PlanTracker {
   }
 
   private planBody(): Omit<PlanUpdate, "t" | "version"> {
+    const instances = this.plan.tasks.map((t) => {
+      const report = this.report(t.task, t.container);
+      return {
+        task: t.task,
+        state: report?.state ?? "starting",
+        incarnation: report?.incarnation ?? 0,
+      };
+    });
+    this.started ||= instances.every((i) => i.state === "running");
     return {
+      started: this.started,
       stmgrs: [...this.containers.entries()]
         .filter(([, s]) => s.alive && s.registration)
         .map(([container, s]) => ({
@@ -113,14 +128,7 @@ export class PlanTracker {
           host: s.registration!.host,
           port: s.registration!.port,
         })),
-      instances: this.plan.tasks.map((t) => {
-        const report = this.report(t.task, t.container);
-        return {
-          task: t.task,
-          state: report?.state ?? "starting",
-          incarnation: report?.incarnation ?? 0,
-        };
-      }),
+      instances,
     };
   }
 

@@ -5,7 +5,7 @@
  *
  * Links and what flows on them (after the handshake of handshake.ts):
  *   instance -> stmgr   register, report, emit
- *   stmgr -> instance   throttle, deliver
+ *   stmgr -> instance   start, throttle, deliver
  *   stmgr -> stmgr      forward, backpressure        (one connection per direction)
  *   stmgr -> tmaster    stmgr, heartbeat
  *   tmaster -> stmgr    plan
@@ -71,6 +71,8 @@ export const reportSchema = z.object({
   stats: processStatsSchema,
 });
 
+/** Stream manager to instance: begin processing (the topology is up, routes are connected). */
+export const startSchema = z.object({ t: z.literal("start") });
 export const throttleSchema = z.object({ t: z.literal("throttle"), on: z.boolean() });
 export const backpressureSchema = z.object({
   t: z.literal("backpressure"),
@@ -120,6 +122,8 @@ export const heartbeatSchema = z.object({
 export const planSchema = z.object({
   t: z.literal("plan"),
   version: count,
+  /** The topology once ran with every replica up: instances may start without waiting. */
+  started: z.boolean(),
   stmgrs: z.array(
     z.object({ container: z.number().int().min(0), host: z.string(), port: z.number().int() }),
   ),
@@ -132,6 +136,7 @@ export type Welcome = z.infer<typeof welcomeSchema>;
 export type Register = z.infer<typeof registerSchema>;
 export type Report = z.infer<typeof reportSchema>;
 export type Throttle = z.infer<typeof throttleSchema>;
+export type Start = z.infer<typeof startSchema>;
 export type Backpressure = z.infer<typeof backpressureSchema>;
 export type StmgrRegistration = z.infer<typeof stmgrSchema>;
 export type Heartbeat = z.infer<typeof heartbeatSchema>;

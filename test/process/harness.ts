@@ -1,0 +1,135 @@
+/**
+ * Starts a real cluster with the real CLI (`tara start`) in a fresh data directory and talks
+ * to its admin surface. Waiting is always for a condition, polled, with a deadline.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ClusterFile } from "../../src/platform/runtime/launcher.js";
+import type { ContainerStatus, InstanceStatus } from "../../src/platform/tmaster/plan-tracker.js";
+
+const root = fileURLToPath(new URL("../../../", import.meta.url));
+export const taraBin = join(root, "bin", "tara.js");
+export const fixture = (name: string) =>
+  fileURLToPath(new URL(`../fixtures/${name}.js`, import.meta.url));
+
+export interface Status {
+  topology: string;
+  containers: ContainerStatus[];
+  instances: InstanceStatus[];
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${lastError ? `: ${lastError}` : ""}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export class TestCluster {
+  private constructor(
+    readonly process: ChildProcess,
+    readonly dataDir: string,
+    readonly info: ClusterFile,
+    readonly exited: Promise<number | null>,
+  ) {}
+
+  static async start(args: string[]): Promise<TestCluster> {
+    const dataDir = mkdtempSync(join(tmpdir(), "tara-test-"));
+    const child = spawn(
+      process.execPath,
+      [taraBin, "start", "--data-dir", dataDir, "--admin-port", "0", ...args],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const clusterFile = join(dataDir, "cluster.json");
+    const info = await waitFor("the cluster file", () =>
+      existsSync(clusterFile)
+        ? (JSON.parse(readFileSync(clusterFile, "utf8")) as ClusterFile)
+        : undefined,
+    );
+    const cluster = new TestCluster(child, dataDir, info, exited);
+    await waitFor("every instance running", async () =>
+      (await cluster.status()).instances.every((i) => i.state === "running"),
+    );
+    return cluster;
+  }
+
+  async status(): Promise<Status> {
+    const response = await fetch(`${this.info.adminUrl}/status`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    return (await response.json()) as Status;
+  }
+
+  async instance(stage: string, index: number): Promise<InstanceStatus> {
+    const found = (await this.status()).instances.find(
+      (i) => i.stage === stage && i.index === index,
+    );
+    if (!found) throw new Error(`no instance ${stage}:${index}`);
+    return found;
+  }
+
+  async kill(target: { replica: string } | { container: number }): Promise<number[]> {
+    const response = await fetch(`${this.info.adminUrl}/kill`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.info.secret}` },
+      signal: AbortSignal.timeout(5000),
+      body: JSON.stringify(target),
+    });
+    const body = (await response.json()) as { killed: number[]; error?: string };
+    if (!response.ok) throw new Error(body.error);
+    return body.killed;
+  }
+
+  /** Every pid the cluster reports: tmaster, supervisors, stream managers, instances. */
+  async pids(): Promise<number[]> {
+    const status = (await this.status()) as Status & { tmaster: { pid: number } };
+    const pids = [status.tmaster.pid];
+    for (const c of status.containers) {
+      if (c.supervisorPid) pids.push(c.supervisorPid);
+      if (c.stmgr) pids.push(c.stmgr.pid);
+    }
+    for (const i of status.instances) if (i.pid) pids.push(i.pid);
+    return pids;
+  }
+
+  logLines(name: string): Record<string, unknown>[] {
+    const path = join(this.dataDir, "logs", `${name}.log`);
+    if (!existsSync(path)) return [];
+    return readFileSync(path, "utf8")
+      .split("\n")
+      .filter((line) => line.length > 0)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.process.exitCode === null) this.process.kill("SIGTERM");
+    return this.exited;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
