@@ -13,24 +13,24 @@ interface Consumer {
   readonly grouping: Grouping;
   /** Task ids of the consumer's replicas, by index. */
   readonly tasks: readonly number[];
+  /** Next replica of a shuffle consumer: each consumer rotates on its own. */
+  shuffleNext: number;
 }
 
 export class RoutingTable {
   private readonly consumers = new Map<string, Consumer[]>();
-  private shuffleCounter: number;
 
   /**
    * @param stage the emitting stage
    * @param shuffleStart where this replica starts its shuffle rotation (spreads emitters)
    */
   constructor(plan: PhysicalPlan, stage: string, shuffleStart = 0) {
-    this.shuffleCounter = shuffleStart;
     for (const spec of plan.topology.stages) {
       for (const input of spec.inputs) {
         if (input.stage !== stage) continue;
         const tasks = plan.tasks.filter((t) => t.stage === spec.name).map((t) => t.task);
         const list = this.consumers.get(input.stream) ?? [];
-        list.push({ stage: spec.name, grouping: input.grouping, tasks });
+        list.push({ stage: spec.name, grouping: input.grouping, tasks, shuffleNext: shuffleStart });
         this.consumers.set(input.stream, list);
       }
     }
@@ -50,7 +50,7 @@ export class RoutingTable {
           dests.push(...tasks);
           break;
         case "shuffle":
-          dests.push(tasks[this.shuffleCounter++ % tasks.length]!);
+          dests.push(tasks[consumer.shuffleNext++ % tasks.length]!);
           break;
         case "fields":
           dests.push(tasks[fieldsHash(tuple, grouping.fields) % tasks.length]!);
@@ -81,8 +81,10 @@ export class RoutingTable {
 }
 
 /**
- * FNV-1a over the msgpack encoding of the grouping fields' values: the same fields give the
- * same replica in every process. A tuple that is not an object has no fields: an error.
+ * FNV-1a over the msgpack encoding of the grouping fields' values, then murmur3's finaliser
+ * (FNV-1a's low bits depend only on the inputs' low bits, which would send e.g. all even keys
+ * to one of two replicas). The same fields give the same replica in every process. A tuple
+ * that is not an object has no fields: an error.
  */
 export function fieldsHash(tuple: Tuple, fields: readonly string[]): number {
   if (typeof tuple !== "object" || tuple === null) {
@@ -95,5 +97,10 @@ export function fieldsHash(tuple: Tuple, fields: readonly string[]): number {
     hash ^= byte;
     hash = Math.imul(hash, 0x01000193);
   }
+  hash ^= hash >>> 16;
+  hash = Math.imul(hash, 0x85ebca6b);
+  hash ^= hash >>> 13;
+  hash = Math.imul(hash, 0xc2b2ae35);
+  hash ^= hash >>> 16;
   return hash >>> 0;
 }

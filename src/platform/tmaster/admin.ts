@@ -81,6 +81,9 @@ async function handle(
         return reply(response, 404, { error: `no container ${body.data.container}` });
       }
       pids = tracker.containerPids(body.data.container);
+      if (pids.length === 0) {
+        return reply(response, 409, { error: `container ${body.data.container} is down` });
+      }
     }
     const killed = pids.filter((pid) => {
       try {

@@ -181,9 +181,13 @@ export class PlanTracker {
     return list;
   }
 
-  /** Pids of every live process of a container: supervisor, stream manager, instances. */
+  /**
+   * Pids of every process of a live container: supervisor, stream manager, instances. None
+   * for a container that is down: its last known pids may already belong to someone else.
+   */
   containerPids(container: number): number[] {
     const s = this.containers.get(container);
+    if (!s?.alive) return [];
     const pids = new Set<number>();
     if (s?.registration) {
       pids.add(s.registration.supervisorPid);
@@ -197,10 +201,20 @@ export class PlanTracker {
     const s = this.containers.get(container);
     if (!s) return undefined;
     const report = s.heartbeat?.instances.find((i) => i.task === task);
-    if (!s.alive) {
-      return report ? { ...report, state: "dead", pid: 0 } : undefined;
-    }
-    return report;
+    if (s.alive) return report;
+    return {
+      task,
+      pid: 0,
+      incarnation: report?.incarnation ?? 0,
+      tuplesIn: report?.tuplesIn ?? 0,
+      tuplesOut: report?.tuplesOut ?? 0,
+      dropped: report?.dropped ?? 0,
+      throttled: false,
+      queueBytes: 0,
+      status: report?.status ?? {},
+      stats: null,
+      state: "dead",
+    };
   }
 
   private container(id: number): ContainerState {

@@ -3,7 +3,7 @@
  * msgpack-encoded body. The decoder is a pure state machine fed with chunks as they arrive;
  * it enforces the frame size limit before buffering a body.
  */
-import { Packr, Unpackr } from "msgpackr";
+import { C1, Packr, Unpackr } from "msgpackr";
 import { WireError } from "./errors.js";
 
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -24,7 +24,9 @@ export function encodeFrame(body: unknown): Buffer {
 export function decodeBody(body: Uint8Array): unknown {
   try {
     // unpack rejects trailing bytes after the first value.
-    return unpackr.unpack(body);
+    const value: unknown = unpackr.unpack(body);
+    if (value === C1) throw new Error("the never-used byte 0xc1");
+    return value;
   } catch (error) {
     throw new WireError("FRAME_MALFORMED", `undecodable frame body: ${(error as Error).message}`);
   }

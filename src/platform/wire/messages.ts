@@ -172,7 +172,10 @@ export function messageParser<M>(
     const tag =
       typeof value === "object" && value !== null ? (value as { t?: unknown }).t : undefined;
     const schema = typeof tag === "string" ? byTag.get(tag) : undefined;
-    if (!schema) throw new WireError("FRAME_INVALID", `unexpected message ${JSON.stringify(tag)}`);
+    if (!schema) {
+      const shown = typeof tag === "string" ? JSON.stringify(tag) : typeof tag;
+      throw new WireError("FRAME_INVALID", `unexpected message ${shown}`);
+    }
     const parsed = schema.safeParse(value);
     if (!parsed.success) {
       throw new WireError("FRAME_INVALID", `invalid ${tag}: ${parsed.error.issues[0]?.message}`);

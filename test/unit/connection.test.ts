@@ -1,0 +1,643 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { after, describe, it } from "node:test";
+import type { Logger } from "pino";
+import { ClientLink, listen } from "../../src/platform/transport/tcp.js";
+import { Connection, type Peer } from "../../src/platform/wire/connection.js";
+import { encodeFrame, FrameDecoder, decodeBody } from "../../src/platform/wire/frames.js";
+import { newNonce, serverProof } from "../../src/platform/wire/handshake.js";
+import {
+  DELIVER,
+  EMIT,
+  messageParser,
+  reportSchema,
+  throttleSchema,
+  type Deliver,
+  type Emit,
+  type Report,
+  type Throttle,
+} from "../../src/platform/wire/messages.js";
+import { captureLog, Inbox, RawClient, rejected, unless, type LogLine } from "./helpers/net.js";
+
+const SECRET = Buffer.from("a".repeat(64), "hex");
+const OTHER_SECRET = Buffer.from("b".repeat(64), "hex");
+const HOST = "127.0.0.1";
+const TEST_TIMEOUT = { timeout: 15_000 };
+
+type ServerIn = Emit | Report;
+type ClientIn = Deliver | Throttle;
+const serverParse = messageParser<ServerIn>([EMIT], [reportSchema]);
+const clientParse = messageParser<ClientIn>([DELIVER], [throttleSchema]);
+
+/** What a test sees of one connection: its events, as awaitable lists. */
+class Observed<In> {
+  readonly ready = new Inbox<Peer>();
+  readonly messages = new Inbox<In>();
+  readonly closes = new Inbox<string>();
+  constructor(readonly connection: Connection<In>) {
+    connection.start({
+      onReady: (peer) => this.ready.push(peer),
+      onMessage: (message) => this.messages.push(message),
+      onClose: (reason) => this.closes.push(reason),
+    });
+  }
+  get closed(): Promise<string> {
+    return this.closes.count(1).then(() => this.closes.items[0]!);
+  }
+}
+
+interface TestServer {
+  port: number;
+  lines: Inbox<LogLine>;
+  accepted: Inbox<Observed<ServerIn>>;
+  stop(): Promise<void>;
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function startServer(secret = SECRET): Promise<TestServer> {
+  const { log, lines } = captureLog();
+  const accepted = new Inbox<Observed<ServerIn>>();
+  const { server, port } = await listen<ServerIn>(
+    { host: HOST, port: 0 },
+    { secret, parse: serverParse, log },
+    (connection) => accepted.push(new Observed(connection)),
+  );
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    for (const observed of accepted.items) observed.connection.close("test over");
+    await closeServer(server);
+  };
+  cleanups.push(stop);
+  return { port, lines, accepted, stop };
+}
+
+async function closeServer(server: Server): Promise<void> {
+  const closed = once(server, "close");
+  server.close();
+  await closed;
+}
+
+/** A client Connection on a fresh socket (not a ClientLink: tests may queue before the handshake). */
+function connectClient(
+  port: number,
+  secret: Buffer,
+  log: Logger,
+  options: { me?: Peer; handshakeTimeoutMs?: number } = {},
+): Observed<ClientIn> {
+  const socket = createConnection(port, HOST);
+  const observed = new Observed(
+    new Connection<ClientIn>({
+      socket,
+      secret,
+      side: options.me ?? { role: "instance", id: "client:0" },
+      parse: clientParse,
+      log,
+      handshakeTimeoutMs: options.handshakeTimeoutMs,
+    }),
+  );
+  cleanups.push(() => observed.connection.close("test over"));
+  return observed;
+}
+
+function emit(i: number): Emit {
+  const payload = Buffer.alloc(8);
+  payload.writeUInt32BE(i, 0);
+  return [EMIT, "s", [i % 1000], payload];
+}
+
+function deliver(i: number): Deliver {
+  const payload = Buffer.alloc(4);
+  payload.writeUInt32BE(i, 0);
+  return [DELIVER, i % 1000, "s", payload];
+}
+
+function sequenceOf(message: Emit | Deliver | Report | Throttle): number {
+  assert.ok(Array.isArray(message), `expected a tuple frame, got ${JSON.stringify(message)}`);
+  const payload = message[message.length - 1] as Uint8Array;
+  return Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).readUInt32BE(0);
+}
+
+describe("authenticated links over loopback TCP", () => {
+  it(
+    "same secret: both sides become ready and 10,000 messages each way arrive in order",
+    TEST_TIMEOUT,
+    async () => {
+      const N = 10_000;
+      const server = await startServer();
+      // The server answers with N deliveries as soon as its side is ready.
+      const serverReady = server.accepted
+        .first(() => true)
+        .then(async (observed) => {
+          await observed.ready.count(1);
+          for (let i = 0; i < N; i++) observed.connection.send(deliver(i));
+          return observed;
+        });
+
+      const { log: clientLog, lines: clientLines } = captureLog();
+      const clientMessages = new Inbox<ClientIn>();
+      const clientReady = new Inbox<Connection<ClientIn>>();
+      const link = new ClientLink<ClientIn>(
+        { host: HOST, port: server.port },
+        { role: "instance", id: "a:3" },
+        { secret: SECRET, parse: clientParse, log: clientLog },
+        {
+          onReady: (connection) => clientReady.push(connection),
+          onMessage: (message) => clientMessages.push(message),
+        },
+      );
+      cleanups.push(() => link.close());
+
+      await clientReady.count(1);
+      const connection = clientReady.items[0]!;
+      assert.equal(link.ready, connection);
+      assert.equal(connection.isReady, true);
+      for (let i = 0; i < N; i++) connection.send(emit(i));
+
+      const observed = await serverReady;
+      assert.deepEqual(observed.ready.items, [{ role: "instance", id: "a:3" }]);
+      assert.deepEqual(observed.connection.peer, { role: "instance", id: "a:3" });
+      await observed.messages.count(N);
+      await clientMessages.count(N);
+
+      assert.deepEqual(
+        observed.messages.items.map((m) => sequenceOf(m)),
+        [...Array(N).keys()],
+      );
+      assert.deepEqual(observed.messages.items[17], emit(17));
+      assert.deepEqual(
+        clientMessages.items.map((m) => sequenceOf(m)),
+        [...Array(N).keys()],
+      );
+      assert.equal(observed.messages.items.length, N, "nothing extra");
+      assert.equal(observed.connection.isClosed, false);
+      assert.deepEqual(server.lines.items, [], "the server logged no warning");
+      assert.deepEqual(clientLines.items, [], "the client logged no warning");
+      link.close();
+      await server.stop();
+    },
+  );
+
+  it("messages queued before the handshake are sent after it, in order", TEST_TIMEOUT, async () => {
+    const server = await startServer();
+    const { log } = captureLog();
+    const client = connectClient(server.port, SECRET, log);
+    for (let i = 0; i < 100; i++) client.connection.send(emit(i));
+    assert.equal(client.connection.isReady, false);
+    const observed = await server.accepted.first(() => true);
+    await observed.messages.count(100);
+    await client.ready.count(1);
+    assert.deepEqual(
+      observed.messages.items.map((m) => sequenceOf(m)),
+      [...Array(100).keys()],
+    );
+    await server.stop();
+  });
+
+  it(
+    "a client with a wrong secret is rejected: AUTH_FAILED, closed, nothing delivered",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log, lines: clientLines } = captureLog();
+      const client = connectClient(server.port, OTHER_SECRET, log, {
+        me: { role: "stmgr", id: "intruder" },
+      });
+      // Queued before the handshake: must never reach the server's handler.
+      for (let i = 0; i < 50; i++) client.connection.send(emit(i));
+
+      const line = await unless(
+        server.lines.first(rejected("AUTH_FAILED")),
+        Promise.race([
+          client.ready.count(1),
+          server.accepted.first(() => true).then((o) => o.ready.count(1)),
+        ]),
+        "a client with the wrong secret was accepted",
+      );
+      assert.match(line.reason ?? "", /bad proof from stmgr intruder/);
+      const observed = server.accepted.items[0]!;
+      assert.match(await observed.closed, /^AUTH_FAILED/);
+      assert.equal(await client.closed, "socket closed");
+
+      assert.equal(observed.ready.items.length, 0, "server side never ready");
+      assert.equal(observed.connection.peer, undefined);
+      assert.equal(observed.messages.items.length, 0, "no message reached the server handler");
+      assert.equal(client.ready.items.length, 0, "client side never ready");
+      assert.equal(client.connection.isReady, false);
+      assert.deepEqual(clientLines.items, [], "the client saw no bad frame, only a close");
+      await server.stop();
+    },
+  );
+
+  it(
+    "a wrong hello followed at once by tuples in the same write: none is delivered",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const raw = await RawClient.connect(server.port);
+      const hello = await raw.hello(OTHER_SECRET, "instance", "x:0", false);
+      raw.write(
+        Buffer.concat([hello, ...Array.from({ length: 20 }, (_, i) => encodeFrame(emit(i)))]),
+      );
+      const observed = server.accepted.items[0]!;
+      await unless(raw.closed, observed.ready.count(1), "a wrong hello was accepted");
+      assert.match(await observed.closed, /^AUTH_FAILED/);
+      assert.equal(observed.messages.items.length, 0);
+      assert.equal(observed.ready.items.length, 0);
+      // The server sent its challenge and nothing else: no welcome.
+      assert.equal(raw.frames.items.length, 1);
+      await server.stop();
+    },
+  );
+
+  it(
+    "a ClientLink with a wrong secret never becomes ready and keeps being refused",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log } = captureLog();
+      const downs = new Inbox<string>();
+      const readies = new Inbox<Connection<ClientIn>>();
+      const link = new ClientLink<ClientIn>(
+        { host: HOST, port: server.port },
+        { role: "instance", id: "a:0" },
+        { secret: OTHER_SECRET, parse: clientParse, log },
+        {
+          onReady: (c) => readies.push(c),
+          onMessage: () => {},
+          onDown: (reason) => downs.push(reason),
+        },
+      );
+      cleanups.push(() => link.close());
+      // Two refusals: the link retried after the first.
+      await unless(
+        server.lines.waitFor((lines) => lines.filter(rejected("AUTH_FAILED")).length >= 2),
+        readies.count(1),
+        "a ClientLink with the wrong secret became ready",
+      );
+      await downs.count(2);
+      link.close();
+      assert.equal(readies.items.length, 0);
+      assert.equal(link.ready, undefined);
+      for (const observed of server.accepted.items) {
+        assert.equal(observed.ready.items.length, 0);
+        assert.equal(observed.messages.items.length, 0);
+      }
+      await server.stop();
+    },
+  );
+
+  it(
+    "a server that does not know the secret is rejected by the client (AUTH_FAILED)",
+    TEST_TIMEOUT,
+    async () => {
+      // An impostor: it plays the server side with its own secret and accepts any hello.
+      const received: Buffer[] = [];
+      const impostorDone = new Inbox<Socket>();
+      const impostor = createServer((socket) => {
+        const decoder = new FrameDecoder();
+        const serverNonce = newNonce();
+        socket.on("error", () => {});
+        socket.on("data", (chunk: Buffer) => {
+          received.push(chunk);
+          for (const body of decoder.push(chunk)) {
+            const hello = decodeBody(body) as { t: string; nonce: Uint8Array };
+            if (hello.t === "hello") {
+              socket.write(
+                encodeFrame({
+                  t: "welcome",
+                  proof: serverProof(OTHER_SECRET, hello.nonce, serverNonce),
+                }),
+              );
+            }
+          }
+        });
+        socket.on("close", () => impostorDone.push(socket));
+        socket.write(encodeFrame({ t: "challenge", nonce: serverNonce }));
+      });
+      impostor.listen(0, HOST);
+      await once(impostor, "listening");
+      cleanups.push(() => closeServer(impostor).catch(() => {}));
+      const port = (impostor.address() as { port: number }).port;
+
+      const { log, lines } = captureLog();
+      const client = connectClient(port, SECRET, log, { me: { role: "instance", id: "victim:0" } });
+      for (let i = 0; i < 50; i++) client.connection.send(emit(i));
+
+      const line = await unless(
+        lines.first(rejected("AUTH_FAILED")),
+        client.ready.count(1),
+        "the client accepted a server that does not know the secret",
+      );
+      assert.match(line.reason ?? "", /server does not know the cluster secret/);
+      assert.match(await client.closed, /^AUTH_FAILED/);
+      assert.equal(client.ready.items.length, 0);
+      assert.equal(client.connection.isReady, false);
+
+      // Everything the client ever wrote has arrived once the impostor sees the close: only the
+      // hello, none of the queued tuples.
+      await impostorDone.count(1);
+      const frames = new FrameDecoder().push(Buffer.concat(received)).map((b) => decodeBody(b));
+      assert.equal(frames.length, 1, `the impostor got ${frames.length} frames`);
+      assert.equal((frames[0] as { t: string }).t, "hello");
+      await closeServer(impostor);
+    },
+  );
+
+  it(
+    "client and server with different secrets: neither side becomes ready",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer(OTHER_SECRET);
+      const { log } = captureLog();
+      const client = connectClient(server.port, SECRET, log);
+      client.connection.send(emit(1));
+      // The server refuses the hello (and logs it) before the client sees its socket close.
+      await client.closed;
+      assert.ok(server.lines.items.some(rejected("AUTH_FAILED")), "the server refused the hello");
+      const observed = server.accepted.items[0]!;
+      await observed.closed;
+      assert.equal(observed.ready.items.length + client.ready.items.length, 0);
+      assert.equal(observed.messages.items.length, 0);
+      await server.stop();
+    },
+  );
+});
+
+describe("misbehaving peers are disconnected, others are not", () => {
+  /** A well-behaved ClientLink to the server, and a round trip proving it still works. */
+  async function goodClient(port: number) {
+    const { log, lines } = captureLog();
+    const received = new Inbox<ClientIn>();
+    const ready = new Inbox<Connection<ClientIn>>();
+    const link = new ClientLink<ClientIn>(
+      { host: HOST, port },
+      { role: "instance", id: "good:0" },
+      { secret: SECRET, parse: clientParse, log },
+      { onReady: (c) => ready.push(c), onMessage: (m) => received.push(m) },
+    );
+    cleanups.push(() => link.close());
+    await ready.count(1);
+    let sequence = 0;
+    return {
+      link,
+      lines,
+      /** Sends one message each way over the same connection and waits for both. */
+      async roundTrip(server: Observed<ServerIn>): Promise<void> {
+        const n = sequence++;
+        assert.equal(link.ready, ready.items[0], "still the first connection");
+        link.ready!.send(emit(n));
+        await server.messages.first((m) => sequenceOf(m) === n);
+        server.connection.send(deliver(n));
+        await received.first((m) => sequenceOf(m) === n);
+      },
+    };
+  }
+
+  const attacks: { name: string; bytes: () => Buffer; code: string }[] = [
+    {
+      name: "an oversized length header (no body ever sent)",
+      bytes: () => Buffer.from([0xff, 0xff, 0xff, 0xff]),
+      code: "FRAME_TOO_LARGE",
+    },
+    {
+      name: "a length just over the 16 MiB limit",
+      bytes: () => {
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(16 * 1024 * 1024 + 1, 0);
+        return head;
+      },
+      code: "FRAME_TOO_LARGE",
+    },
+    { name: "a zero-length frame", bytes: () => Buffer.alloc(4), code: "FRAME_EMPTY" },
+    {
+      name: "a garbage body",
+      bytes: () => Buffer.from([0, 0, 0, 3, 0xc4, 0x09, 0x01]),
+      code: "FRAME_MALFORMED",
+    },
+    {
+      name: "an unexpected message (a plan on an instance link)",
+      bytes: () => encodeFrame({ t: "plan", version: 1, stmgrs: [], instances: [] }),
+      code: "FRAME_INVALID",
+    },
+    {
+      name: "an unexpected tuple frame (deliver sent to the server)",
+      bytes: () => encodeFrame(deliver(1)),
+      code: "FRAME_INVALID",
+    },
+    {
+      name: "a second hello",
+      bytes: () =>
+        encodeFrame({
+          t: "hello",
+          role: "instance",
+          id: "x",
+          nonce: newNonce(),
+          proof: newNonce(),
+        }),
+      code: "FRAME_INVALID",
+    },
+  ];
+
+  it(
+    "after the handshake, each bad frame closes only the connection that sent it",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const good = await goodClient(server.port);
+      const goodServerSide = await server.accepted.first(() => true);
+      await goodServerSide.ready.count(1);
+      await good.roundTrip(goodServerSide);
+
+      for (const attack of attacks) {
+        const raw = await RawClient.connect(server.port);
+        await raw.handshake(SECRET, "instance", "bad:0");
+        const observed = server.accepted.items.at(-1)!;
+        await observed.ready.count(1);
+        // A valid message first: the link really was up.
+        raw.send(emit(7));
+        await observed.messages.count(1);
+        raw.write(attack.bytes());
+        await raw.closed;
+        assert.match(await observed.closed, new RegExp(`^${attack.code}`), attack.name);
+        const line = await server.lines.first(
+          (l) => rejected(attack.code)(l) && l.peer === "bad:0",
+        );
+        assert.equal(line.level, 40, "logged as a warning");
+        assert.equal(observed.messages.items.length, 1, `${attack.name}: nothing more delivered`);
+        // The good connection is untouched and still works both ways.
+        assert.equal(goodServerSide.connection.isClosed, false, attack.name);
+        await good.roundTrip(goodServerSide);
+        server.lines.items.length = 0; // each attack's line is checked on its own
+      }
+      assert.deepEqual(good.lines.items, [], "the good client logged nothing");
+      assert.equal(goodServerSide.closes.items.length, 0);
+      good.link.close();
+      await server.stop();
+    },
+  );
+
+  const beforeHandshake: { name: string; bytes: () => Buffer; code: string }[] = [
+    {
+      name: "text instead of frames",
+      bytes: () => Buffer.from("GET / HTTP/1.1\r\n\r\n"),
+      code: "FRAME_TOO_LARGE",
+    },
+    {
+      name: "a garbage body",
+      bytes: () => Buffer.from([0, 0, 0, 2, 0xc1, 0xc1]),
+      code: "FRAME_MALFORMED",
+    },
+    {
+      name: "a tuple instead of a hello",
+      bytes: () => encodeFrame(emit(1)),
+      code: "UNEXPECTED_FRAME",
+    },
+    {
+      name: "a hello missing its proof",
+      bytes: () => encodeFrame({ t: "hello", role: "instance", id: "x", nonce: newNonce() }),
+      code: "UNEXPECTED_FRAME",
+    },
+    {
+      name: "a hello with an unknown role",
+      bytes: () =>
+        encodeFrame({ t: "hello", role: "admin", id: "x", nonce: newNonce(), proof: newNonce() }),
+      code: "UNEXPECTED_FRAME",
+    },
+  ];
+
+  it("garbage before the handshake closes the connection", TEST_TIMEOUT, async () => {
+    const server = await startServer();
+    const good = await goodClient(server.port);
+    const goodServerSide = await server.accepted.first(() => true);
+    await goodServerSide.ready.count(1);
+
+    for (const attack of beforeHandshake) {
+      const raw = await RawClient.connect(server.port);
+      await raw.frame(0); // the challenge
+      raw.write(attack.bytes());
+      await raw.closed;
+      const observed = server.accepted.items.at(-1)!;
+      assert.match(await observed.closed, new RegExp(`^${attack.code}`), attack.name);
+      await server.lines.first(rejected(attack.code));
+      assert.equal(observed.ready.items.length, 0, attack.name);
+      assert.equal(observed.messages.items.length, 0, attack.name);
+      assert.equal(raw.frames.items.length, 1, `${attack.name}: no welcome`);
+      await good.roundTrip(goodServerSide);
+      server.lines.items.length = 0;
+    }
+    good.link.close();
+    await server.stop();
+  });
+});
+
+describe("handshake timeout", () => {
+  /** A server built by hand so that each Connection gets a short handshake timeout. */
+  async function shortTimeoutServer(timeoutMs: number) {
+    const { log, lines } = captureLog();
+    const accepted = new Inbox<{ observed: Observed<ServerIn>; at: number }>();
+    const server = createServer((socket) => {
+      const connection = new Connection<ServerIn>({
+        socket,
+        secret: SECRET,
+        side: "server",
+        parse: serverParse,
+        log,
+        handshakeTimeoutMs: timeoutMs,
+      });
+      accepted.push({ observed: new Observed(connection), at: performance.now() });
+    });
+    server.listen(0, HOST);
+    await once(server, "listening");
+    const port = (server.address() as { port: number }).port;
+    const stop = async () => {
+      for (const { observed } of accepted.items) observed.connection.close("test over");
+      if (server.listening) await closeServer(server);
+    };
+    cleanups.push(stop);
+    return { port, lines, accepted, stop };
+  }
+
+  it(
+    "a client that never completes the handshake is closed after handshakeTimeoutMs",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await shortTimeoutServer(200);
+
+      // A client that completes the handshake in time stays up past the timeout.
+      const { log } = captureLog();
+      const good = connectClient(server.port, SECRET, log);
+      await good.ready.count(1);
+      const goodServerSide = (await server.accepted.first(() => true)).observed;
+
+      // A client that connects, reads the challenge, and says nothing.
+      const idle = await RawClient.connect(server.port);
+      await idle.frame(0);
+      await server.accepted.count(2);
+      const { observed, at } = server.accepted.items[1]!;
+      await idle.closed;
+      const elapsed = performance.now() - at;
+      assert.match(await observed.closed, /^HANDSHAKE_TIMEOUT/);
+      await server.lines.first(rejected("HANDSHAKE_TIMEOUT"));
+      assert.ok(elapsed >= 180, `closed after ${elapsed.toFixed(0)} ms, before the timeout`);
+      assert.ok(
+        elapsed < 3000,
+        `closed after ${elapsed.toFixed(0)} ms: the 200 ms option was ignored`,
+      );
+
+      // A client that stops halfway (challenge answered by nothing but half a frame).
+      const half = await RawClient.connect(server.port);
+      const hello = await half.hello(SECRET, "instance", "slow:0", false);
+      half.write(hello.subarray(0, hello.length - 5));
+      await half.closed;
+      await server.lines.waitFor(
+        (lines) => lines.filter(rejected("HANDSHAKE_TIMEOUT")).length >= 2,
+      );
+
+      // By now the good connection is well past 200 ms: still open, and it works.
+      assert.equal(good.connection.isClosed, false);
+      assert.equal(goodServerSide.connection.isClosed, false);
+      good.connection.send(emit(5));
+      await goodServerSide.messages.count(1);
+      goodServerSide.connection.send(deliver(6));
+      await good.messages.count(1);
+      assert.equal(sequenceOf(good.messages.items[0]!), 6);
+      assert.equal(server.lines.items.filter(rejected("HANDSHAKE_TIMEOUT")).length, 2);
+      await server.stop();
+    },
+  );
+
+  it(
+    "a client whose server never sends the challenge gives up after its timeout",
+    TEST_TIMEOUT,
+    async () => {
+      const silent = createServer((socket) => socket.on("error", () => {}));
+      const sockets: Socket[] = [];
+      silent.on("connection", (socket) => sockets.push(socket));
+      silent.listen(0, HOST);
+      await once(silent, "listening");
+      const port = (silent.address() as { port: number }).port;
+      cleanups.push(async () => {
+        for (const socket of sockets) socket.destroy();
+        if (silent.listening) await closeServer(silent);
+      });
+
+      const { log, lines } = captureLog();
+      const started = performance.now();
+      const client = connectClient(port, SECRET, log, { handshakeTimeoutMs: 200 });
+      assert.match(await client.closed, /^HANDSHAKE_TIMEOUT/);
+      const elapsed = performance.now() - started;
+      assert.ok(elapsed >= 180 && elapsed < 3000, `gave up after ${elapsed.toFixed(0)} ms`);
+      await lines.first(rejected("HANDSHAKE_TIMEOUT"));
+      assert.equal(client.ready.items.length, 0);
+      for (const socket of sockets) socket.destroy();
+      await closeServer(silent);
+    },
+  );
+});
