@@ -1,5 +1,145 @@
-import type { Command } from "commander";
+import Table from "cli-table3";
+import { InvalidArgumentError, type Command } from "commander";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import {
+  CASES,
+  runPlatformBench,
+  type CaseId,
+  type CaseResult,
+  type LatencyResult,
+  type PlatformBenchReport,
+  type ThroughputResult,
+} from "../bench/platform.js";
+
+const RESULTS_DIR = "bench-results";
+
+function seconds(text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0 || value > 600) {
+    throw new InvalidArgumentError("expected a number of seconds in (0, 600]");
+  }
+  return value;
+}
+
+function caseList(text: string): CaseId[] {
+  const wanted = text.split(",").map((s) => s.trim());
+  const picked = CASES.filter((id) => wanted.some((w) => id === w || id.startsWith(`${w}-`)));
+  const unknown = wanted.filter((w) => !CASES.some((id) => id === w || id.startsWith(`${w}-`)));
+  if (unknown.length > 0 || picked.length === 0) {
+    throw new InvalidArgumentError(
+      `unknown case ${unknown.join(", ")}: one of ${CASES.join(", ")}`,
+    );
+  }
+  return picked;
+}
 
 export function registerBench(program: Command): void {
-  program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
+  const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
+
+  bench
+    .command("platform")
+    .description(
+      "tuple throughput and round-trip latency through the stream managers (same container, " +
+        "across containers) against a raw Node TCP baseline",
+    )
+    .option("--json", "print one JSON object per line instead of tables", false)
+    .option(
+      "--duration <s>",
+      "measured window of every case, seconds (default 8, --quick 2)",
+      seconds,
+    )
+    .option("--quick", "a few seconds per case: a smoke test", false)
+    .option(
+      "--only <cases>",
+      `comma-separated cases or prefixes (${CASES.join(", ")}; e.g. throughput,latency-cross)`,
+      caseList,
+    )
+    .action(
+      async (options: { json: boolean; duration?: number; quick: boolean; only?: CaseId[] }) => {
+        const began = performance.now();
+        const progress = (line: string) =>
+          process.stderr.write(
+            `[bench ${((performance.now() - began) / 1000).toFixed(1)}s] ${line}\n`,
+          );
+        const report = await runPlatformBench({
+          durationS: options.duration ?? (options.quick ? 2 : 8),
+          warmupS: options.quick ? 1 : 3,
+          size: 100,
+          batch: 2000,
+          cases: options.only ?? CASES,
+          progress,
+        });
+        const file = writeResults(report);
+        progress(`results written to ${file}`);
+        if (options.json) {
+          for (const result of report.results)
+            console.log(JSON.stringify({ bench: "platform", ...result }));
+          console.log(
+            JSON.stringify({
+              bench: "platform",
+              case: "summary",
+              targets: report.targets,
+              machine: report.machine,
+              options: report.options,
+              elapsedS: report.elapsedS,
+              file,
+            }),
+          );
+        } else {
+          console.log(formatTables(report));
+        }
+        if (report.targets.some((t) => t.met === false)) progress("some targets were not met");
+      },
+    );
+}
+
+function writeResults(report: PlatformBenchReport): string {
+  const stamp = report.startedAt.replace(/[:.]/g, "-");
+  const dir = resolve(RESULTS_DIR, stamp);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, "platform.json");
+  writeFileSync(file, JSON.stringify(report, null, 2) + "\n");
+  return file;
+}
+
+function formatTables(report: PlatformBenchReport): string {
+  const byPlacement = <R extends CaseResult>(kind: R["kind"], placement: string): R | undefined =>
+    report.results.find((r) => r.kind === kind && r.placement === placement) as R | undefined;
+  const placements = ["same-container", "cross-container", "raw-tcp"] as const;
+  const tput = placements.map((p) => byPlacement<ThroughputResult>("throughput", p));
+  const lat = placements.map((p) => byPlacement<LatencyResult>("latency", p));
+  const cell = (value: number | undefined, digits = 0) =>
+    value === undefined
+      ? "-"
+      : value.toLocaleString("en-US", {
+          minimumFractionDigits: digits,
+          maximumFractionDigits: digits,
+        });
+  // No colour codes when the output goes to a file or a pipe.
+  const style = process.stdout.isTTY ? {} : { style: { head: [], border: [] } };
+  const results = new Table({
+    head: ["100-byte tuples", "same container", "cross container", "raw TCP"],
+    colAligns: ["left", "right", "right", "right"],
+    ...style,
+  });
+  results.push(
+    ["throughput (tuples/s)", ...tput.map((r) => cell(r?.tuplesPerSec))],
+    ["throughput (MB/s payload)", ...tput.map((r) => cell(r?.mbPerSec, 1))],
+    ["RTT p50 (ms)", ...lat.map((r) => cell(r?.p50Ms, 3))],
+    ["RTT p99 (ms)", ...lat.map((r) => cell(r?.p99Ms, 3))],
+    ["RTT p99.9 (ms)", ...lat.map((r) => cell(r?.p999Ms, 3))],
+    ["round trips measured", ...lat.map((r) => cell(r?.count))],
+  );
+  const targets = new Table({ head: ["target", "measured", "goal", "met"], ...style });
+  for (const t of report.targets) {
+    targets.push([t.name, t.value ?? "-", t.goal, t.met === null ? "n/a" : t.met ? "yes" : "NO"]);
+  }
+  const m = report.machine;
+  return [
+    `platform bench: ${m.nproc} CPUs (${m.cpuModel}), node ${m.node}, ` +
+      `${report.options.durationS} s per case after ${report.options.warmupS} s warm-up`,
+    results.toString(),
+    targets.toString(),
+  ].join("\n");
 }

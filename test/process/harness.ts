@@ -42,6 +42,12 @@ export async function waitFor<T>(
   }
 }
 
+/** Launchers still running; killed if the test process exits early (their children follow). */
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 export class TestCluster {
   private constructor(
     readonly process: ChildProcess,
@@ -57,7 +63,13 @@ export class TestCluster {
       [taraBin, "start", "--data-dir", dataDir, "--admin-port", "0", ...args],
       { stdio: ["ignore", "ignore", "inherit"] },
     );
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    running.add(child);
+    const exited = new Promise<number | null>((resolve) =>
+      child.once("exit", (code) => {
+        running.delete(child);
+        resolve(code);
+      }),
+    );
     const clusterFile = join(dataDir, "cluster.json");
     const info = await waitFor("the cluster file", () =>
       existsSync(clusterFile)

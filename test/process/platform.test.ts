@@ -143,7 +143,7 @@ describe("platform on real processes", () => {
     const cluster = await start(["perTick=10"]);
     await waitFor("traffic", async () => received(await cluster.status(), 0) > 100);
     const stmgr = (await cluster.status()).containers[0]!.stmgr!;
-    const bogus = encodeFrame([EMIT, "seq", [3, 4, 5], pack({ seq: 1e9 })]);
+    const bogus = encodeFrame([EMIT, [0, [3, 4, 5], pack({ seq: 1e9, incarnation: 1 })]]);
 
     // 1. A tuple frame instead of a handshake.
     await rawSession(stmgr.port, () => [bogus]);
@@ -191,6 +191,39 @@ describe("platform on real processes", () => {
     });
     for (const pid of killed) assert.equal(isAlive(pid), false);
     assertNoReordering(s);
+  });
+
+  it("backpressure throttles a source that outruns its consumer: in-flight tuples stay bounded", async () => {
+    const cluster = await TestCluster.start(["--topology", fixture("flood-topology")]);
+    clusters.push(cluster);
+    const flood = () => cluster.instance("flood", 0);
+    const slow = () => cluster.instance("slow", 1);
+    await waitFor("the source to be throttled", async () => (await flood()).throttled);
+    const received = async () => Number((await slow()).status.received ?? 0);
+    const start = await received();
+    // Watch the in-flight count while the consumer works through 20,000 more tuples.
+    let maxInFlight = 0;
+    let maxStmgrRss = 0;
+    await waitFor(
+      "the consumer to make progress",
+      async () => {
+        const status = await cluster.status();
+        const emitted = Number(status.instances.find((i) => i.stage === "flood")!.status.emitted);
+        const got = Number(
+          status.instances.find((i) => i.stage === "slow" && i.index === 1)!.status.received ?? 0,
+        );
+        maxInFlight = Math.max(maxInFlight, emitted - got);
+        for (const c of status.containers) maxStmgrRss = Math.max(maxStmgrRss, c.rssBytes ?? 0);
+        return got > start + 20_000;
+      },
+      60_000,
+    );
+    // 1 KiB tuples: a 4 MiB watermark per link and the socket buffers hold a few thousand;
+    // an unthrottled source would be hundreds of thousands ahead by now.
+    assert.ok(maxInFlight < 40_000, `in flight: ${maxInFlight}`);
+    assert.ok(maxStmgrRss < 300 * 1024 * 1024, `stream manager RSS ${maxStmgrRss}`);
+    const log = cluster.logLines("stmgr-1").map((l) => l.event);
+    assert.ok(log.includes("backpressure-on"), "stream manager 1 turned backpressure on");
   });
 
   it("tara start then SIGTERM leaves no process behind", async () => {

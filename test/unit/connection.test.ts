@@ -2,43 +2,92 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Logger } from "pino";
 import { ClientLink, listen } from "../../src/platform/transport/tcp.js";
 import { Connection, type Peer } from "../../src/platform/wire/connection.js";
 import { encodeFrame, FrameDecoder, decodeBody } from "../../src/platform/wire/frames.js";
 import { newNonce, serverProof } from "../../src/platform/wire/handshake.js";
 import {
-  DELIVER,
-  EMIT,
   messageParser,
   reportSchema,
   throttleSchema,
-  type Deliver,
-  type Emit,
   type Report,
   type Throttle,
+  type TupleFrame,
 } from "../../src/platform/wire/messages.js";
+import {
+  DELIVER,
+  EMIT,
+  FORWARD,
+  TupleWriter,
+  type TupleFrameType,
+} from "../../src/platform/wire/tuples.js";
 import { captureLog, Inbox, RawClient, rejected, unless, type LogLine } from "./helpers/net.js";
+import { int, withSeed } from "./helpers/random.js";
+import {
+  append,
+  deliverRecord,
+  emitRecord,
+  forwardRecord,
+  readRecords,
+  recordBytes,
+  type TupleRecord,
+} from "./helpers/tuples.js";
 
 const SECRET = Buffer.from("a".repeat(64), "hex");
 const OTHER_SECRET = Buffer.from("b".repeat(64), "hex");
 const HOST = "127.0.0.1";
 const TEST_TIMEOUT = { timeout: 15_000 };
 
-type ServerIn = Emit | Report;
-type ClientIn = Deliver | Throttle;
-const serverParse = messageParser<ServerIn>([EMIT], [reportSchema]);
+type ServerIn = TupleFrame<typeof EMIT> | TupleFrame<typeof FORWARD> | Report;
+type ClientIn = TupleFrame<typeof DELIVER> | Throttle;
+const serverParse = messageParser<ServerIn>([EMIT, FORWARD], [reportSchema]);
 const clientParse = messageParser<ClientIn>([DELIVER], [throttleSchema]);
+
+const TYPE_NAME = { [EMIT]: "emit", [FORWARD]: "forward", [DELIVER]: "deliver" } as const;
+
+/** The tuple records a message carries (none for a control message). */
+function recordsOf(message: unknown): { type: TupleFrameType; record: TupleRecord }[] {
+  if (!Array.isArray(message)) return [];
+  const type = message[0] as TupleFrameType;
+  return readRecords(type, message[1] as Buffer).map((record) => ({ type, record }));
+}
+
+/** The sequence number a test tuple carries in its first payload bytes. */
+function sequenceOf(record: TupleRecord): number {
+  return record.payload.readUInt32BE(0);
+}
+
+/**
+ * One line per arrival, for order checks across frame kinds: "emit:17" for a tuple record of
+ * sequence 17, "report:3" for a report whose tuplesIn is 3, "throttle:true".
+ */
+function eventsOf(message: unknown): string[] {
+  if (Array.isArray(message)) {
+    return recordsOf(message).map(({ type, record }) => `${TYPE_NAME[type]}:${sequenceOf(record)}`);
+  }
+  const control = message as { t: string; tuplesIn?: number; on?: boolean };
+  return [`${control.t}:${control.t === "report" ? control.tuplesIn : control.on}`];
+}
 
 /** What a test sees of one connection: its events, as awaitable lists. */
 class Observed<In> {
   readonly ready = new Inbox<Peer>();
   readonly messages = new Inbox<In>();
+  /** Every tuple record received, in order. */
+  readonly records = new Inbox<TupleRecord>();
+  /** Tuple records and control messages, in order (see eventsOf). */
+  readonly events = new Inbox<string>();
   readonly closes = new Inbox<string>();
   constructor(readonly connection: Connection<In>) {
     connection.start({
       onReady: (peer) => this.ready.push(peer),
-      onMessage: (message) => this.messages.push(message),
+      onMessage: (message) => {
+        this.messages.push(message);
+        for (const { record } of recordsOf(message)) this.records.push(record);
+        for (const event of eventsOf(message)) this.events.push(event);
+      },
       onClose: (reason) => this.closes.push(reason),
     });
   }
@@ -106,27 +155,50 @@ function connectClient(
   return observed;
 }
 
-function emit(i: number): Emit {
-  const payload = Buffer.alloc(8);
+function sequencePayload(i: number, length: number): Buffer {
+  const payload = Buffer.alloc(Math.max(4, length), i & 0xff);
   payload.writeUInt32BE(i, 0);
-  return [EMIT, "s", [i % 1000], payload];
+  return payload;
 }
 
-function deliver(i: number): Deliver {
-  const payload = Buffer.alloc(4);
-  payload.writeUInt32BE(i, 0);
-  return [DELIVER, i % 1000, "s", payload];
+/** Test tuple i an instance emits: every fifth one goes to two destinations. */
+function emit(i: number, payloadBytes = 8): TupleRecord {
+  const dests = i % 5 === 0 ? [i % 1000, 1000 + (i % 7)] : [i % 1000];
+  return emitRecord(i % 3, dests, sequencePayload(i, payloadBytes));
 }
 
-function sequenceOf(message: Emit | Deliver | Report | Throttle): number {
-  assert.ok(Array.isArray(message), `expected a tuple frame, got ${JSON.stringify(message)}`);
-  const payload = message[message.length - 1] as Uint8Array;
-  return Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).readUInt32BE(0);
+function forward(i: number): TupleRecord {
+  return forwardRecord(i % 11, i % 3, [i % 1000], sequencePayload(i, 6));
 }
+
+/** Test tuple i a stream manager delivers. */
+function deliver(i: number): TupleRecord {
+  return deliverRecord(i % 1000, i % 3, sequencePayload(i, 4));
+}
+
+/** Appends one tuple to the connection's open batch, the hot path. */
+function queue<In>(connection: Connection<In>, type: TupleFrameType, record: TupleRecord): void {
+  append(connection.tuples(type), record);
+  connection.queued();
+}
+
+/** One tuple frame holding `records`, as a value for send(). */
+function tupleFrame(type: TupleFrameType, ...records: TupleRecord[]): [TupleFrameType, Buffer] {
+  return [type, recordBytes(type, records)];
+}
+
+/** One encoded tuple frame holding `records`, as bytes for a raw socket or sendFrame(). */
+function encodedTuples(type: TupleFrameType, ...records: TupleRecord[]): Buffer {
+  const writer = new TupleWriter(type);
+  for (const record of records) append(writer, record);
+  return writer.finish();
+}
+
+const range = (n: number) => [...Array(n).keys()];
 
 describe("authenticated links over loopback TCP", () => {
   it(
-    "same secret: both sides become ready and 10,000 messages each way arrive in order",
+    "same secret: both sides become ready and 10,000 tuples each way arrive in order (tuples())",
     TEST_TIMEOUT,
     async () => {
       const N = 10_000;
@@ -136,12 +208,13 @@ describe("authenticated links over loopback TCP", () => {
         .first(() => true)
         .then(async (observed) => {
           await observed.ready.count(1);
-          for (let i = 0; i < N; i++) observed.connection.send(deliver(i));
+          for (let i = 0; i < N; i++) queue(observed.connection, DELIVER, deliver(i));
           return observed;
         });
 
       const { log: clientLog, lines: clientLines } = captureLog();
       const clientMessages = new Inbox<ClientIn>();
+      const clientRecords = new Inbox<TupleRecord>();
       const clientReady = new Inbox<Connection<ClientIn>>();
       const link = new ClientLink<ClientIn>(
         { host: HOST, port: server.port },
@@ -149,7 +222,13 @@ describe("authenticated links over loopback TCP", () => {
         { secret: SECRET, parse: clientParse, log: clientLog },
         {
           onReady: (connection) => clientReady.push(connection),
-          onMessage: (message) => clientMessages.push(message),
+          onMessage: (message) => {
+            clientMessages.push(message);
+            for (const { type, record } of recordsOf(message)) {
+              assert.equal(type, DELIVER);
+              clientRecords.push(record);
+            }
+          },
         },
       );
       cleanups.push(() => link.close());
@@ -158,24 +237,29 @@ describe("authenticated links over loopback TCP", () => {
       const connection = clientReady.items[0]!;
       assert.equal(link.ready, connection);
       assert.equal(connection.isReady, true);
-      for (let i = 0; i < N; i++) connection.send(emit(i));
+      for (let i = 0; i < N; i++) queue(connection, EMIT, emit(i));
+      assert.ok(connection.queuedBytes > 0, "the open batch counts as queued");
 
       const observed = await serverReady;
       assert.deepEqual(observed.ready.items, [{ role: "instance", id: "a:3" }]);
       assert.deepEqual(observed.connection.peer, { role: "instance", id: "a:3" });
-      await observed.messages.count(N);
-      await clientMessages.count(N);
+      await observed.records.count(N);
+      await clientRecords.count(N);
 
       assert.deepEqual(
-        observed.messages.items.map((m) => sequenceOf(m)),
-        [...Array(N).keys()],
+        observed.records.items,
+        range(N).map((i) => emit(i)),
       );
-      assert.deepEqual(observed.messages.items[17], emit(17));
       assert.deepEqual(
-        clientMessages.items.map((m) => sequenceOf(m)),
-        [...Array(N).keys()],
+        clientRecords.items,
+        range(N).map((i) => deliver(i)),
       );
-      assert.equal(observed.messages.items.length, N, "nothing extra");
+      assert.ok(
+        observed.messages.items.length < N / 100 && clientMessages.items.length < N / 100,
+        `tuples of one turn share frames: ${observed.messages.items.length} and ` +
+          `${clientMessages.items.length} frames for ${N} tuples`,
+      );
+      assert.equal(observed.records.items.length, N, "nothing extra");
       assert.equal(observed.connection.isClosed, false);
       assert.deepEqual(server.lines.items, [], "the server logged no warning");
       assert.deepEqual(clientLines.items, [], "the client logged no warning");
@@ -184,21 +268,174 @@ describe("authenticated links over loopback TCP", () => {
     },
   );
 
-  it("messages queued before the handshake are sent after it, in order", TEST_TIMEOUT, async () => {
+  it(
+    "2,000 tuples each way sent as single frames through send() and sendFrame() arrive in order",
+    TEST_TIMEOUT,
+    async () => {
+      const N = 2_000;
+      const server = await startServer();
+      const { log } = captureLog();
+      const client = connectClient(server.port, SECRET, log);
+      await client.ready.count(1);
+      const observed = await server.accepted.first(() => true);
+      await observed.ready.count(1);
+      for (let i = 0; i < N; i++) {
+        if (i % 2 === 0) client.connection.send(tupleFrame(EMIT, emit(i)));
+        else client.connection.sendFrame(encodedTuples(EMIT, emit(i)));
+        if (i % 2 === 0) observed.connection.send(tupleFrame(DELIVER, deliver(i)));
+        else observed.connection.sendFrame(encodedTuples(DELIVER, deliver(i)));
+      }
+      await observed.records.count(N);
+      await client.records.count(N);
+      assert.deepEqual(
+        observed.records.items,
+        range(N).map((i) => emit(i)),
+      );
+      assert.deepEqual(
+        client.records.items,
+        range(N).map((i) => deliver(i)),
+      );
+      assert.equal(observed.messages.items.length, N, "one frame per send");
+      assert.equal(client.messages.items.length, N, "one frame per send");
+      assert.deepEqual(server.lines.items, []);
+      await server.stop();
+    },
+  );
+
+  it(
+    "order is kept when control messages, send() and tuple types interleave with tuples()",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log } = captureLog();
+      const client = connectClient(server.port, SECRET, log);
+      await client.ready.count(1);
+      const observed = await server.accepted.first(() => true);
+      await observed.ready.count(1);
+
+      // A seeded script of steps: client sends (tuples(), send(), controls, two tuple types),
+      // server sends (tuples(), controls), and turn boundaries that let the batches flush.
+      const kinds = ["report", "emit-frame", "forward", "throttle", "turn", "tuples"] as const;
+      let script: (typeof kinds)[number][] = [];
+      let seed = 0;
+      withSeed("interleaving", (random, s) => {
+        seed = s;
+        script = range(4_000).map(() => kinds[Math.min(int(random, 0, 9), 5)]!);
+      });
+      const toServer: string[] = [];
+      const toClient: string[] = [];
+      for (const [i, kind] of script.entries()) {
+        switch (kind) {
+          case "report":
+            client.connection.send({
+              t: "report",
+              tuplesIn: i,
+              tuplesOut: 0,
+              dropped: 0,
+              throttled: false,
+              status: {},
+              stats: { rssBytes: 0, cpuUserUs: 0, cpuSystemUs: 0 },
+            });
+            toServer.push(`report:${i}`);
+            break;
+          case "emit-frame":
+            client.connection.send(tupleFrame(EMIT, emit(i)));
+            toServer.push(`emit:${i}`);
+            break;
+          case "forward":
+            queue(client.connection, FORWARD, forward(i));
+            toServer.push(`forward:${i}`);
+            break;
+          case "throttle":
+            observed.connection.send({ t: "throttle", on: i % 2 === 0 });
+            toClient.push(`throttle:${i % 2 === 0}`);
+            break;
+          case "turn":
+            await nextTurn();
+            break;
+          case "tuples":
+            queue(client.connection, EMIT, emit(i));
+            toServer.push(`emit:${i}`);
+            queue(observed.connection, DELIVER, deliver(i));
+            toClient.push(`deliver:${i}`);
+            break;
+        }
+      }
+      await observed.events.count(toServer.length);
+      await client.events.count(toClient.length);
+      assert.deepEqual(observed.events.items, toServer, `seed ${seed} (TEST_SEED to replay)`);
+      assert.deepEqual(client.events.items, toClient, `seed ${seed} (TEST_SEED to replay)`);
+      assert.deepEqual(server.lines.items, []);
+      await server.stop();
+    },
+  );
+
+  it(
+    "a turn's tuples beyond the batch size go out in several frames, in order",
+    TEST_TIMEOUT,
+    async () => {
+      const N = 3_000;
+      const server = await startServer();
+      const { log } = captureLog();
+      const client = connectClient(server.port, SECRET, log);
+      await client.ready.count(1);
+      const observed = await server.accepted.first(() => true);
+      for (let i = 0; i < N; i++) queue(client.connection, EMIT, emit(i, 1024));
+      assert.ok(client.connection.queuedBytes > N * 1024, "all of it is queued");
+      await observed.records.count(N);
+      assert.deepEqual(
+        observed.records.items,
+        range(N).map((i) => emit(i, 1024)),
+      );
+      const frames = observed.messages.items.length;
+      assert.ok(frames >= 2 && frames < N / 100, `${frames} frames for 3 MB of tuples`);
+      assert.deepEqual(server.lines.items, []);
+      await server.stop();
+    },
+  );
+
+  it("tuples queued before the handshake are sent after it, in order", TEST_TIMEOUT, async () => {
     const server = await startServer();
     const { log } = captureLog();
     const client = connectClient(server.port, SECRET, log);
-    for (let i = 0; i < 100; i++) client.connection.send(emit(i));
+    const expected: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      if (i % 10 === 9) client.connection.send(tupleFrame(EMIT, emit(i)));
+      else queue(client.connection, EMIT, emit(i));
+      expected.push(`emit:${i}`);
+    }
     assert.equal(client.connection.isReady, false);
     const observed = await server.accepted.first(() => true);
-    await observed.messages.count(100);
+    await observed.events.count(100);
     await client.ready.count(1);
+    assert.deepEqual(observed.events.items, expected);
     assert.deepEqual(
-      observed.messages.items.map((m) => sequenceOf(m)),
-      [...Array(100).keys()],
+      observed.records.items,
+      range(100).map((i) => emit(i)),
     );
     await server.stop();
   });
+
+  it(
+    "tuples appended to a closed connection go nowhere and throw nothing",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log } = captureLog();
+      const client = connectClient(server.port, SECRET, log);
+      await client.ready.count(1);
+      const observed = await server.accepted.first(() => true);
+      queue(client.connection, EMIT, emit(0));
+      await observed.records.count(1);
+      client.connection.close("done");
+      queue(client.connection, EMIT, emit(1));
+      client.connection.send(tupleFrame(EMIT, emit(2)));
+      assert.equal(client.connection.queuedBytes, 0);
+      await observed.closed;
+      assert.deepEqual(observed.records.items, [emit(0)]);
+      await server.stop();
+    },
+  );
 
   it(
     "a client with a wrong secret is rejected: AUTH_FAILED, closed, nothing delivered",
@@ -210,7 +447,8 @@ describe("authenticated links over loopback TCP", () => {
         me: { role: "stmgr", id: "intruder" },
       });
       // Queued before the handshake: must never reach the server's handler.
-      for (let i = 0; i < 50; i++) client.connection.send(emit(i));
+      for (let i = 0; i < 50; i++) queue(client.connection, EMIT, emit(i));
+      client.connection.send(tupleFrame(EMIT, emit(50)));
 
       const line = await unless(
         server.lines.first(rejected("AUTH_FAILED")),
@@ -243,7 +481,11 @@ describe("authenticated links over loopback TCP", () => {
       const raw = await RawClient.connect(server.port);
       const hello = await raw.hello(OTHER_SECRET, "instance", "x:0", false);
       raw.write(
-        Buffer.concat([hello, ...Array.from({ length: 20 }, (_, i) => encodeFrame(emit(i)))]),
+        Buffer.concat([
+          hello,
+          ...Array.from({ length: 20 }, (_, i) => encodedTuples(EMIT, emit(i))),
+          encodeFrame(tupleFrame(EMIT, emit(20))),
+        ]),
       );
       const observed = server.accepted.items[0]!;
       await unless(raw.closed, observed.ready.count(1), "a wrong hello was accepted");
@@ -328,7 +570,16 @@ describe("authenticated links over loopback TCP", () => {
 
       const { log, lines } = captureLog();
       const client = connectClient(port, SECRET, log, { me: { role: "instance", id: "victim:0" } });
-      for (let i = 0; i < 50; i++) client.connection.send(emit(i));
+      for (let i = 0; i < 50; i++) queue(client.connection, EMIT, emit(i));
+      client.connection.send({
+        t: "report",
+        tuplesIn: 0,
+        tuplesOut: 0,
+        dropped: 0,
+        throttled: false,
+        status: {},
+        stats: { rssBytes: 0, cpuUserUs: 0, cpuSystemUs: 0 },
+      });
 
       const line = await unless(
         lines.first(rejected("AUTH_FAILED")),
@@ -341,7 +592,7 @@ describe("authenticated links over loopback TCP", () => {
       assert.equal(client.connection.isReady, false);
 
       // Everything the client ever wrote has arrived once the impostor sees the close: only the
-      // hello, none of the queued tuples.
+      // hello, none of the queued tuples or messages.
       await impostorDone.count(1);
       const frames = new FrameDecoder().push(Buffer.concat(received)).map((b) => decodeBody(b));
       assert.equal(frames.length, 1, `the impostor got ${frames.length} frames`);
@@ -357,7 +608,7 @@ describe("authenticated links over loopback TCP", () => {
       const server = await startServer(OTHER_SECRET);
       const { log } = captureLog();
       const client = connectClient(server.port, SECRET, log);
-      client.connection.send(emit(1));
+      queue(client.connection, EMIT, emit(1));
       // The server refuses the hello (and logs it) before the client sees its socket close.
       await client.closed;
       assert.ok(server.lines.items.some(rejected("AUTH_FAILED")), "the server refused the hello");
@@ -374,13 +625,16 @@ describe("misbehaving peers are disconnected, others are not", () => {
   /** A well-behaved ClientLink to the server, and a round trip proving it still works. */
   async function goodClient(port: number) {
     const { log, lines } = captureLog();
-    const received = new Inbox<ClientIn>();
+    const received = new Inbox<TupleRecord>();
     const ready = new Inbox<Connection<ClientIn>>();
     const link = new ClientLink<ClientIn>(
       { host: HOST, port },
       { role: "instance", id: "good:0" },
       { secret: SECRET, parse: clientParse, log },
-      { onReady: (c) => ready.push(c), onMessage: (m) => received.push(m) },
+      {
+        onReady: (c) => ready.push(c),
+        onMessage: (m) => recordsOf(m).forEach(({ record }) => received.push(record)),
+      },
     );
     cleanups.push(() => link.close());
     await ready.count(1);
@@ -392,10 +646,10 @@ describe("misbehaving peers are disconnected, others are not", () => {
       async roundTrip(server: Observed<ServerIn>): Promise<void> {
         const n = sequence++;
         assert.equal(link.ready, ready.items[0], "still the first connection");
-        link.ready!.send(emit(n));
-        await server.messages.first((m) => sequenceOf(m) === n);
-        server.connection.send(deliver(n));
-        await received.first((m) => sequenceOf(m) === n);
+        queue(link.ready!, EMIT, emit(n));
+        await server.records.first((r) => sequenceOf(r) === n);
+        queue(server.connection, DELIVER, deliver(n));
+        await received.first((r) => sequenceOf(r) === n);
       },
     };
   }
@@ -428,8 +682,33 @@ describe("misbehaving peers are disconnected, others are not", () => {
     },
     {
       name: "an unexpected tuple frame (deliver sent to the server)",
-      bytes: () => encodeFrame(deliver(1)),
+      bytes: () => encodedTuples(DELIVER, deliver(1)),
       code: "FRAME_INVALID",
+    },
+    {
+      name: "a tuple frame without records",
+      bytes: () => encodeFrame([EMIT, Buffer.alloc(0)]),
+      code: "FRAME_INVALID",
+    },
+    {
+      name: "a tuple frame whose records are not bytes",
+      bytes: () => encodeFrame([EMIT, [1, 2, 3]]),
+      code: "FRAME_INVALID",
+    },
+    {
+      name: "an old per-tuple emit frame",
+      bytes: () => encodeFrame([EMIT, "s", [1], Buffer.from([1])]),
+      code: "FRAME_INVALID",
+    },
+    {
+      name: "a tuple frame cut short inside its records (a bin longer than the body)",
+      bytes: () => {
+        const frame = encodedTuples(EMIT, emit(1));
+        const cut = Buffer.from(frame.subarray(0, frame.length - 1));
+        cut.writeUInt32BE(cut.length - 4, 0);
+        return cut;
+      },
+      code: "FRAME_MALFORMED",
     },
     {
       name: "a second hello",
@@ -461,8 +740,9 @@ describe("misbehaving peers are disconnected, others are not", () => {
         const observed = server.accepted.items.at(-1)!;
         await observed.ready.count(1);
         // A valid message first: the link really was up.
-        raw.send(emit(7));
+        raw.write(encodedTuples(EMIT, emit(7)));
         await observed.messages.count(1);
+        assert.deepEqual(observed.records.items, [emit(7)]);
         raw.write(attack.bytes());
         await raw.closed;
         assert.match(await observed.closed, new RegExp(`^${attack.code}`), attack.name);
@@ -496,7 +776,7 @@ describe("misbehaving peers are disconnected, others are not", () => {
     },
     {
       name: "a tuple instead of a hello",
-      bytes: () => encodeFrame(emit(1)),
+      bytes: () => encodedTuples(EMIT, emit(1)),
       code: "UNEXPECTED_FRAME",
     },
     {
@@ -603,11 +883,11 @@ describe("handshake timeout", () => {
       // By now the good connection is well past 200 ms: still open, and it works.
       assert.equal(good.connection.isClosed, false);
       assert.equal(goodServerSide.connection.isClosed, false);
-      good.connection.send(emit(5));
-      await goodServerSide.messages.count(1);
-      goodServerSide.connection.send(deliver(6));
-      await good.messages.count(1);
-      assert.equal(sequenceOf(good.messages.items[0]!), 6);
+      queue(good.connection, EMIT, emit(5));
+      await goodServerSide.records.count(1);
+      queue(goodServerSide.connection, DELIVER, deliver(6));
+      await good.records.count(1);
+      assert.deepEqual(good.records.items, [deliver(6)]);
       assert.equal(server.lines.items.filter(rejected("HANDSHAKE_TIMEOUT")).length, 2);
       await server.stop();
     },

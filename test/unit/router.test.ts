@@ -2,25 +2,26 @@ import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import { grouping, TopologyBuilder } from "../../src/platform/api/topology.js";
 import { pack, type PhysicalPlan } from "../../src/platform/plan/physical-plan.js";
-import { Router, type Outlet } from "../../src/platform/stmgr/router.js";
-import { WireError } from "../../src/platform/wire/errors.js";
-import { decodeBody, FrameDecoder } from "../../src/platform/wire/frames.js";
-import {
-  DELIVER,
-  EMIT,
-  FORWARD,
-  type Emit,
-  type Forward,
-} from "../../src/platform/wire/messages.js";
+import { Router } from "../../src/platform/stmgr/router.js";
+import { DELIVER, EMIT, FORWARD } from "../../src/platform/wire/tuples.js";
 import { int, withSeed } from "./helpers/random.js";
 import { noopSource, noopStage, sub } from "./helpers/topologies.js";
+import {
+  deliverRecord,
+  emitRecord,
+  forwardRecord,
+  isWireError,
+  recordBytes,
+  RecordingOutlet,
+  type TupleRecord,
+} from "./helpers/tuples.js";
 
 /**
  * Three containers.
- *   src (2): outputs s, other, nobody         tasks 0 (c0), 1 (c1)
- *   a   (3): reads src/s shuffle; outputs x   tasks 2 (c0), 3 (c1), 4 (c2)
- *   b   (3): reads src/s all, a/x fields      tasks 5 (c0), 6 (c1), 7 (c2)
- *   c   (1): reads src/other                  task  8 (c0)
+ *   src (2): outputs s (0), other (1), nobody (2)   tasks 0 (c0), 1 (c1)
+ *   a   (3): reads src/s shuffle; outputs x (0)     tasks 2 (c0), 3 (c1), 4 (c2)
+ *   b   (3): reads src/s all, a/x fields            tasks 5 (c0), 6 (c1), 7 (c2)
+ *   c   (1): reads src/other                        task  8 (c0)
  */
 function buildPlan(): PhysicalPlan {
   const topology = new TopologyBuilder("router")
@@ -44,293 +45,421 @@ function buildPlan(): PhysicalPlan {
 }
 
 const plan = buildPlan();
-
-/** An outlet that records the frames it is given. */
-class FakeOutlet implements Outlet {
-  readonly frames: Buffer[] = [];
-  sendFrame(frame: Buffer): void {
-    this.frames.push(frame);
-  }
-  /** The frames as decoded messages; every frame holds exactly one body. */
-  decoded(): unknown[] {
-    return this.frames.map((frame) => {
-      const bodies = new FrameDecoder().push(frame);
-      assert.equal(bodies.length, 1, "one body per frame");
-      return decodeBody(bodies[0]!);
-    });
-  }
-}
+const S = 0;
+const OTHER = 1;
+const NOBODY = 2;
+const X = 0;
 
 const payload = Buffer.from("opaque tuple bytes");
-const emit = (stream: string, dests: number[], bytes: Uint8Array = payload): Emit => [
-  EMIT,
-  stream,
-  dests,
-  bytes,
-];
-const forward = (src: number, stream: string, dests: number[]): Forward => [
-  FORWARD,
-  src,
-  stream,
-  dests,
-  payload,
-];
 
-function invalid(pattern: RegExp) {
-  return (error: unknown) =>
-    error instanceof WireError && error.code === "FRAME_INVALID" && pattern.test(error.message);
-}
+/** The records of an EMIT frame, as the stream manager gets them off the wire. */
+const emits = (...records: TupleRecord[]): Buffer => recordBytes(EMIT, records);
+const emit = (stream: number, dests: number[], bytes: Buffer = payload): Buffer =>
+  emits(emitRecord(stream, dests, bytes));
+const forwards = (...records: TupleRecord[]): Buffer => recordBytes(FORWARD, records);
+const forward = (src: number, stream: number, dests: number[], bytes: Buffer = payload): Buffer =>
+  forwards(forwardRecord(src, stream, dests, bytes));
+
+const invalid = (pattern: RegExp) => isWireError("FRAME_INVALID", pattern);
 
 describe("Router (container 0)", () => {
   let router: Router;
-  let local: Map<number, FakeOutlet>;
-  let peers: Map<number, FakeOutlet>;
+  let local: Map<number, RecordingOutlet>;
+  let peers: Map<number, RecordingOutlet>;
 
   beforeEach(() => {
     router = new Router(plan, 0);
-    local = new Map([0, 2, 5, 8].map((task) => [task, new FakeOutlet()]));
-    peers = new Map([1, 2].map((container) => [container, new FakeOutlet()]));
+    local = new Map([0, 2, 5, 8].map((task) => [task, new RecordingOutlet()]));
+    peers = new Map([1, 2].map((container) => [container, new RecordingOutlet()]));
     for (const [task, outlet] of local) router.local.set(task, outlet);
     for (const [container, outlet] of peers) router.peers.set(container, outlet);
     router.remoteRunning = new Set([1, 3, 4, 6, 7]);
   });
 
-  const allFrames = () => [...local.values(), ...peers.values()].flatMap((o) => o.frames);
+  const outlets = () => [...local.values(), ...peers.values()];
+  const delivered = (task: number) => local.get(task)!.records(DELIVER);
+  const forwarded = (container: number) => peers.get(container)!.records(FORWARD);
+  const nothingSent = () => outlets().every((o) => o.frames.length === 0 && o.queuedCalls === 0);
+  /** Every append was followed by queued(), as the Outlet contract asks. */
+  const allQueued = () => {
+    for (const outlet of outlets()) assert.equal(outlet.unqueued, 0, "appends not queued");
+  };
 
-  it("delivers to local tasks with one DELIVER frame shared by all of them", () => {
-    router.fromInstance(0, emit("s", [2, 5]));
-    assert.equal(local.get(2)!.frames.length, 1);
-    assert.equal(local.get(5)!.frames.length, 1);
-    assert.equal(local.get(2)!.frames[0], local.get(5)!.frames[0], "the same encoded frame");
-    assert.deepEqual(local.get(2)!.decoded(), [[DELIVER, 0, "s", payload]]);
-    assert.equal(local.get(0)!.frames.length + local.get(8)!.frames.length, 0);
-    assert.equal(peers.get(1)!.frames.length + peers.get(2)!.frames.length, 0);
+  it("delivers to each local destination one DELIVER record", () => {
+    router.fromInstance(0, emit(S, [2, 5]));
+    allQueued();
+    assert.deepEqual(delivered(2), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(delivered(5), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(delivered(0), []);
+    assert.deepEqual(delivered(8), []);
+    assert.deepEqual(forwarded(1), []);
+    assert.deepEqual(forwarded(2), []);
     assert.equal(router.routed, 2);
     assert.equal(router.dropped, 0);
   });
 
-  it("groups remote destinations into one FORWARD per container", () => {
-    router.fromInstance(0, emit("s", [3, 6, 4, 7]));
-    assert.deepEqual(peers.get(1)!.decoded(), [[FORWARD, 0, "s", [3, 6], payload]]);
-    assert.deepEqual(peers.get(2)!.decoded(), [[FORWARD, 0, "s", [4, 7], payload]]);
+  it("delivers a single-destination emit locally or to the one peer", () => {
+    router.fromInstance(0, emit(S, [5]));
+    router.fromInstance(0, emit(S, [6]));
+    router.fromInstance(0, emit(OTHER, [8]));
+    allQueued();
+    assert.deepEqual(delivered(5), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(delivered(8), [deliverRecord(0, OTHER, payload)]);
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [6], payload)]);
+    assert.deepEqual(forwarded(2), []);
+    assert.equal(router.routed, 3);
+  });
+
+  it("groups remote destinations into one FORWARD record per container", () => {
+    router.fromInstance(0, emit(S, [3, 6, 4, 7]));
+    allQueued();
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [3, 6], payload)]);
+    assert.deepEqual(forwarded(2), [forwardRecord(0, S, [4, 7], payload)]);
     assert.equal(router.routed, 4);
     assert.equal(router.dropped, 0);
-    for (const outlet of local.values()) assert.equal(outlet.frames.length, 0);
+    for (const task of local.keys()) assert.deepEqual(delivered(task), []);
   });
 
   it("splits a mixed emit between local delivery and peers", () => {
-    router.fromInstance(0, emit("s", [2, 3, 5, 6, 7]));
-    assert.deepEqual(local.get(2)!.decoded(), [[DELIVER, 0, "s", payload]]);
-    assert.deepEqual(local.get(5)!.decoded(), [[DELIVER, 0, "s", payload]]);
-    assert.deepEqual(peers.get(1)!.decoded(), [[FORWARD, 0, "s", [3, 6], payload]]);
-    assert.deepEqual(peers.get(2)!.decoded(), [[FORWARD, 0, "s", [7], payload]]);
+    router.fromInstance(0, emit(S, [2, 3, 5, 6, 7]));
+    allQueued();
+    assert.deepEqual(delivered(2), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(delivered(5), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [3, 6], payload)]);
+    assert.deepEqual(forwarded(2), [forwardRecord(0, S, [7], payload)]);
     assert.equal(router.routed, 5);
-    assert.equal(allFrames().length, 4);
+    assert.equal(router.dropped, 0);
   });
 
-  it("passes the payload through untouched", () => {
-    const bytes = Buffer.from([0x00, 0xc1, 0xff, 0x93]); // not even valid msgpack
-    router.fromInstance(0, emit("s", [2, 3], bytes));
-    const [, , , delivered] = local.get(2)!.decoded()[0] as [number, number, string, Buffer];
-    const [, , , , forwarded] = peers.get(1)!.decoded()[0] as [
-      number,
-      number,
-      string,
-      number[],
-      Buffer,
-    ];
-    assert.ok(bytes.equals(delivered));
-    assert.ok(bytes.equals(forwarded));
+  it("routes every record of a frame in order and calls queued() once per outlet", () => {
+    const p = (i: number) => Buffer.from([i]);
+    router.fromInstance(
+      0,
+      emits(
+        emitRecord(S, [2, 3], p(0)),
+        emitRecord(OTHER, [8], p(1)),
+        emitRecord(S, [5, 6, 7], p(2)),
+        emitRecord(S, [2], p(3)),
+        emitRecord(S, [4, 3], p(4)),
+      ),
+    );
+    allQueued();
+    assert.deepEqual(delivered(2), [deliverRecord(0, S, p(0)), deliverRecord(0, S, p(3))]);
+    assert.deepEqual(delivered(5), [deliverRecord(0, S, p(2))]);
+    assert.deepEqual(delivered(8), [deliverRecord(0, OTHER, p(1))]);
+    assert.deepEqual(forwarded(1), [
+      forwardRecord(0, S, [3], p(0)),
+      forwardRecord(0, S, [6], p(2)),
+      forwardRecord(0, S, [3], p(4)),
+    ]);
+    assert.deepEqual(forwarded(2), [
+      forwardRecord(0, S, [7], p(2)),
+      forwardRecord(0, S, [4], p(4)),
+    ]);
+    for (const task of [2, 5, 8]) assert.equal(local.get(task)!.queuedCalls, 1, `task ${task}`);
+    assert.equal(local.get(0)!.queuedCalls, 0, "an untouched outlet is not queued");
+    for (const outlet of peers.values()) assert.equal(outlet.queuedCalls, 1);
+    assert.equal(local.get(2)!.frames.length, 1, "one batch for the whole frame");
+    assert.equal(router.routed, 9);
+  });
+
+  it("passes payloads through untouched, empty and large ones too", () => {
+    const garbage = Buffer.from([0x00, 0xc1, 0xff, 0x93]); // not even valid msgpack
+    const empty = Buffer.alloc(0);
+    const large = Buffer.alloc(200_000, 0xab);
+    large.writeUInt32LE(0xdeadbeef, 100_000);
+    router.fromInstance(
+      0,
+      emits(
+        emitRecord(S, [2, 3], garbage),
+        emitRecord(S, [2, 3], empty),
+        emitRecord(S, [2, 3], large),
+      ),
+    );
+    const expected = [garbage, empty, large];
+    assert.deepEqual(
+      delivered(2).map((r) => r.payload),
+      expected,
+    );
+    assert.deepEqual(
+      forwarded(1).map((r) => r.payload),
+      expected,
+    );
   });
 
   it("drops and counts tuples for remote tasks that are not running", () => {
     router.remoteRunning = new Set([3, 4, 7]);
-    router.fromInstance(0, emit("s", [3, 6]));
-    assert.deepEqual(peers.get(1)!.decoded(), [[FORWARD, 0, "s", [3], payload]]);
+    router.fromInstance(0, emit(S, [3, 6]));
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [3], payload)]);
     assert.equal(router.dropped, 1);
     assert.equal(router.routed, 1);
 
+    router.fromInstance(0, emit(S, [6]));
+    assert.equal(router.dropped, 2, "single destination not running");
+
     router.remoteRunning = new Set();
-    router.fromInstance(0, emit("s", [3, 6, 4]));
-    assert.equal(peers.get(1)!.frames.length, 1, "no frame when no destination is running");
-    assert.equal(peers.get(2)!.frames.length, 0);
-    assert.equal(router.dropped, 4);
+    router.fromInstance(0, emit(S, [3, 6, 4]));
+    allQueued();
+    assert.equal(forwarded(1).length, 1, "no record when no destination is running");
+    assert.deepEqual(forwarded(2), []);
+    assert.equal(router.dropped, 5);
     assert.equal(router.routed, 1);
   });
 
   it("drops and counts tuples for containers without a peer outlet", () => {
     router.peers.delete(2);
-    router.fromInstance(0, emit("s", [3, 4, 7]));
-    assert.deepEqual(peers.get(1)!.decoded(), [[FORWARD, 0, "s", [3], payload]]);
-    assert.equal(peers.get(2)!.frames.length, 0);
+    router.fromInstance(0, emit(S, [3, 4, 7]));
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [3], payload)]);
+    assert.deepEqual(forwarded(2), []);
     assert.equal(router.dropped, 2);
     assert.equal(router.routed, 1);
+    router.fromInstance(0, emit(S, [4]));
+    assert.equal(router.dropped, 3, "single destination without a peer");
     // Not running and no peer: each tuple counted once.
     router.remoteRunning.delete(7);
-    router.fromInstance(0, emit("s", [4, 7]));
-    assert.equal(router.dropped, 4);
+    router.fromInstance(0, emit(S, [4, 7]));
+    assert.equal(router.dropped, 5);
+    assert.equal(peers.get(2)!.queuedCalls, 0);
   });
 
   it("drops and counts tuples for local tasks without an outlet", () => {
     router.local.delete(5);
-    router.fromInstance(0, emit("s", [2, 5]));
-    assert.equal(local.get(2)!.frames.length, 1);
-    assert.equal(local.get(5)!.frames.length, 0);
+    router.fromInstance(0, emit(S, [2, 5]));
+    router.fromInstance(0, emit(S, [5]));
+    assert.deepEqual(delivered(2), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(delivered(5), []);
+    assert.equal(router.dropped, 2);
+    assert.equal(router.routed, 1);
+  });
+
+  it("rejects an emit record without destinations as malformed", () => {
+    assert.throws(() => router.fromInstance(0, emit(NOBODY, [])), isWireError("FRAME_MALFORMED"));
+    assert.throws(() => router.fromInstance(2, emit(X, [])), isWireError("FRAME_MALFORMED"));
+    assert.ok(nothingSent());
+    assert.equal(router.routed + router.dropped, 0);
+  });
+
+  it("rejects truncated records as malformed, after routing the complete ones", () => {
+    const whole = emits(emitRecord(S, [2], payload), emitRecord(S, [5], payload));
+    for (let cut = 1; cut < whole.length; cut++) {
+      const r = new Router(plan, 0);
+      const two = new RecordingOutlet();
+      const five = new RecordingOutlet();
+      r.local.set(2, two);
+      r.local.set(5, five);
+      const bytes = whole.subarray(0, cut);
+      const firstEnds = whole.length / 2;
+      if (cut === firstEnds) {
+        r.fromInstance(0, bytes);
+      } else {
+        assert.throws(() => r.fromInstance(0, bytes), isWireError("FRAME_MALFORMED"), `cut ${cut}`);
+      }
+      assert.equal(two.records(DELIVER).length, cut >= firstEnds ? 1 : 0, `cut ${cut}`);
+      assert.equal(five.records(DELIVER).length, 0, `cut ${cut}`);
+      assert.equal(two.unqueued, 0, "routed records are queued even when the frame fails");
+    }
+    const forwardWhole = forward(1, S, [2, 5]);
+    for (let cut = 1; cut < forwardWhole.length; cut++) {
+      assert.throws(
+        () => router.fromPeer(forwardWhole.subarray(0, cut)),
+        isWireError("FRAME_MALFORMED"),
+        `forward cut ${cut}`,
+      );
+    }
+    assert.ok(nothingSent());
+  });
+
+  it("rejects emits to tasks that do not consume the stream, before sending the tuple", () => {
+    assert.throws(
+      () => router.fromInstance(0, emit(S, [2, 8])),
+      invalid(/task 8 does not consume stream 0/),
+    );
+    assert.throws(
+      () => router.fromInstance(0, emit(S, [2, 0])),
+      invalid(/task 0 does not consume stream 0/),
+    );
+    assert.throws(
+      () => router.fromInstance(0, emit(OTHER, [2])),
+      invalid(/task 2 does not consume stream 1/),
+    );
+    assert.throws(
+      () => router.fromInstance(0, emit(NOBODY, [5])),
+      invalid(/does not consume stream 2/),
+    );
+    assert.throws(
+      () => router.fromInstance(0, emit(S, [3, 99])),
+      invalid(/task 99 does not consume stream 0/),
+    );
+    assert.throws(
+      () => router.fromInstance(0, emit(S, [3, 0xffffffff])),
+      invalid(/task 4294967295 does not consume/),
+    );
+    // b consumes a/x (index 0 of a) and src/s (index 0 of src); a (task 2) does not consume x.
+    assert.throws(
+      () => router.fromInstance(2, emit(X, [2])),
+      invalid(/task 2 does not consume stream 0/),
+    );
+    assert.ok(nothingSent(), "a rejected record sends nothing");
+    assert.equal(router.routed + router.dropped, 0);
+  });
+
+  it("rejects emits on a stream index the task does not declare", () => {
+    assert.throws(() => router.fromInstance(0, emit(3, [5])), invalid(/task 0 has no stream 3/));
+    assert.throws(
+      () => router.fromInstance(0, emit(0xffff, [5])),
+      invalid(/task 0 has no stream 65535/),
+    );
+    assert.throws(() => router.fromInstance(5, emit(0, [2])), invalid(/task 5 has no stream 0/));
+    assert.throws(() => router.fromInstance(2, emit(1, [5])), invalid(/task 2 has no stream 1/));
+    assert.ok(nothingSent());
+    assert.equal(router.routed + router.dropped, 0);
+  });
+
+  it("routes the records before a rejected one, and queues them", () => {
+    const bytes = emits(
+      emitRecord(S, [2, 3], payload),
+      emitRecord(S, [8], payload),
+      emitRecord(S, [5], payload),
+    );
+    assert.throws(() => router.fromInstance(0, bytes), invalid(/task 8 does not consume/));
+    allQueued();
+    assert.deepEqual(delivered(2), [deliverRecord(0, S, payload)]);
+    assert.deepEqual(forwarded(1), [forwardRecord(0, S, [3], payload)]);
+    assert.deepEqual(delivered(5), [], "nothing after the rejected record");
+    assert.deepEqual(delivered(8), []);
+  });
+
+  it("delivers a peer's forward to its local destinations", () => {
+    router.fromPeer(forward(1, S, [2, 5]));
+    allQueued();
+    assert.deepEqual(delivered(2), [deliverRecord(1, S, payload)]);
+    assert.deepEqual(delivered(5), [deliverRecord(1, S, payload)]);
+    router.fromPeer(
+      forwards(forwardRecord(3, X, [5], Buffer.from([1])), forwardRecord(1, OTHER, [8], payload)),
+    );
+    allQueued();
+    assert.deepEqual(delivered(5), [
+      deliverRecord(1, S, payload),
+      deliverRecord(3, X, Buffer.from([1])),
+    ]);
+    assert.deepEqual(delivered(8), [deliverRecord(1, OTHER, payload)]);
+    assert.equal(router.routed, 4);
+    assert.deepEqual(forwarded(1), [], "never re-forwarded");
+    assert.deepEqual(forwarded(2), []);
+  });
+
+  it("drops and counts a peer's forward to a local task without an outlet", () => {
+    router.local.delete(5);
+    router.fromPeer(forward(1, S, [2, 5]));
+    assert.deepEqual(delivered(2), [deliverRecord(1, S, payload)]);
     assert.equal(router.dropped, 1);
     assert.equal(router.routed, 1);
   });
 
-  it("accepts an emit without destinations on a stream nobody consumes", () => {
-    router.fromInstance(0, emit("nobody", []));
-    router.fromInstance(2, emit("x", []));
-    assert.equal(allFrames().length, 0);
-    assert.equal(router.routed + router.dropped, 0);
-  });
-
-  it("rejects emits to tasks that do not consume the stream, before sending anything", () => {
-    assert.throws(
-      () => router.fromInstance(0, emit("s", [2, 8])),
-      invalid(/task 8 does not consume s/),
-    );
-    assert.throws(
-      () => router.fromInstance(0, emit("s", [2, 0])),
-      invalid(/task 0 does not consume s/),
-    );
-    assert.throws(
-      () => router.fromInstance(0, emit("other", [2])),
-      invalid(/task 2 does not consume other/),
-    );
-    assert.throws(
-      () => router.fromInstance(0, emit("nobody", [5])),
-      invalid(/does not consume nobody/),
-    );
-    assert.throws(
-      () => router.fromInstance(0, emit("s", [3, 99])),
-      invalid(/task 99 does not consume s/),
-    );
-    // b consumes a/x, not src/x; a (task 2) emits x.
-    assert.throws(
-      () => router.fromInstance(2, emit("x", [2])),
-      invalid(/task 2 does not consume x/),
-    );
-    assert.equal(allFrames().length, 0, "a rejected emit sends nothing");
-    assert.equal(router.routed + router.dropped, 0);
-  });
-
-  it("rejects emits on a stream the task does not declare", () => {
-    assert.throws(() => router.fromInstance(0, emit("x", [5])), invalid(/task 0 has no stream x/));
-    assert.throws(() => router.fromInstance(5, emit("s", [2])), invalid(/task 5 has no stream s/));
-    assert.throws(() => router.fromInstance(2, emit("s", [5])), invalid(/task 2 has no stream s/));
-    assert.throws(
-      () => router.fromInstance(99, emit("s", [2])),
-      invalid(/task 99 has no stream s/),
-    );
-    assert.equal(allFrames().length, 0);
-  });
-
-  it("delivers a peer's forward to its local destinations", () => {
-    router.fromPeer(forward(1, "s", [2, 5]));
-    assert.deepEqual(local.get(2)!.decoded(), [[DELIVER, 1, "s", payload]]);
-    assert.equal(local.get(2)!.frames[0], local.get(5)!.frames[0]);
-    router.fromPeer(forward(3, "x", [5]));
-    assert.deepEqual(local.get(5)!.decoded()[1], [DELIVER, 3, "x", payload]);
-    assert.equal(router.routed, 3);
-    assert.equal(
-      peers.get(1)!.frames.length + peers.get(2)!.frames.length,
-      0,
-      "never re-forwarded",
-    );
-  });
-
   it("rejects a forward to tasks that are not local, or not consumers", () => {
+    assert.throws(() => router.fromPeer(forward(1, S, [3])), invalid(/forward of 1\/0 to task 3/));
+    assert.throws(() => router.fromPeer(forward(1, S, [6])), invalid(/task 6, not here/));
+    assert.throws(() => router.fromPeer(forward(1, S, [8])), invalid(/task 8, not here/));
+    assert.throws(() => router.fromPeer(forward(1, S, [99])), invalid(/task 99, not here/));
+    assert.throws(() => router.fromPeer(forward(1, 3, [5])), invalid(/forward of 1\/3 to task 5/));
     assert.throws(
-      () => router.fromPeer(forward(1, "s", [2, 3])),
-      invalid(/forward of s to task 3 not here/),
+      () => router.fromPeer(forward(1, OTHER, [5])),
+      invalid(/forward of 1\/1 to task 5/),
     );
-    assert.throws(() => router.fromPeer(forward(1, "s", [6])), invalid(/task 6 not here/));
-    assert.throws(() => router.fromPeer(forward(1, "s", [8])), invalid(/task 8 not here/));
-    assert.throws(() => router.fromPeer(forward(1, "s", [99])), invalid(/task 99 not here/));
-    assert.throws(() => router.fromPeer(forward(1, "x", [5])), invalid(/forward of x to task 5/));
-    assert.throws(() => router.fromPeer(forward(1, "zzz", [5])), invalid(/forward of zzz/));
-    assert.throws(
-      () => router.fromPeer(forward(99, "s", [2])),
-      invalid(/forward from unknown task 99/),
-    );
-    assert.equal(allFrames().length, 0, "a rejected forward delivers nothing");
+    assert.throws(() => router.fromPeer(forward(3, X, [2])), invalid(/forward of 3\/0 to task 2/));
+    assert.throws(() => router.fromPeer(forward(99, S, [2])), invalid(/forward of 99\/0/));
+    assert.throws(() => router.fromPeer(forward(1, S, [])), isWireError("FRAME_MALFORMED"));
+    assert.ok(nothingSent(), "a rejected forward delivers nothing");
+    assert.equal(router.routed + router.dropped, 0);
   });
 
-  it("property: matches a reference model on random emits", () => {
+  it("rejects a forward with a non-local destination before delivering it anywhere", () => {
+    assert.throws(() => router.fromPeer(forward(1, S, [2, 3])), invalid(/task 3, not here/));
+    assert.deepEqual(delivered(2), [], "a rejected record delivers nothing");
+  });
+
+  it("property: matches a reference model on random frames of emits", () => {
     withSeed("router model", (random) => {
-      const consumersOf: Record<string, number[]> = {
-        s: [2, 3, 4, 5, 6, 7],
-        other: [8],
-        x: [5, 6, 7],
-      };
-      const emitters: [number, string][] = [
-        [0, "s"],
-        [0, "other"],
-        [2, "x"],
-      ];
+      const consumersOf = new Map<string, number[]>([
+        ["0/0", [2, 3, 4, 5, 6, 7]],
+        ["0/1", [8]],
+        ["2/0", [5, 6, 7]],
+      ]);
+      const streamsOf = new Map<number, number[]>([
+        [0, [S, OTHER]],
+        [2, [X]],
+      ]);
       for (let round = 0; round < 300; round++) {
         const r = new Router(plan, 0);
-        const outlets = new Map<number, FakeOutlet>();
+        const localOutlets = new Map<number, RecordingOutlet>();
         for (const task of [0, 2, 5, 8]) {
           if (random() < 0.8) {
-            outlets.set(task, new FakeOutlet());
-            r.local.set(task, outlets.get(task)!);
+            localOutlets.set(task, new RecordingOutlet());
+            r.local.set(task, localOutlets.get(task)!);
           }
         }
-        const peerOutlets = new Map<number, FakeOutlet>();
+        const peerOutlets = new Map<number, RecordingOutlet>();
         for (const container of [1, 2]) {
           if (random() < 0.8) {
-            peerOutlets.set(container, new FakeOutlet());
+            peerOutlets.set(container, new RecordingOutlet());
             r.peers.set(container, peerOutlets.get(container)!);
           }
         }
         r.remoteRunning = new Set([1, 3, 4, 6, 7].filter(() => random() < 0.7));
 
-        const expectLocal = new Map<number, unknown[]>();
-        const expectPeer = new Map<number, unknown[]>();
+        const expectLocal = new Map<number, TupleRecord[]>();
+        const expectPeer = new Map<number, TupleRecord[]>();
+        const push = (map: Map<number, TupleRecord[]>, key: number, record: TupleRecord) => {
+          map.set(key, [...(map.get(key) ?? []), record]);
+        };
         let routed = 0;
         let dropped = 0;
-        for (let i = 0; i < 20; i++) {
-          const [src, stream] = emitters[int(random, 0, emitters.length - 1)]!;
-          const dests = consumersOf[stream]!.filter(() => random() < 0.5);
-          const bytes = Buffer.from([i, round & 0xff]);
-          r.fromInstance(src, emit(stream, dests, bytes));
-          const byContainer = new Map<number, number[]>();
-          for (const dest of dests) {
-            const container = plan.tasks[dest]!.container;
-            if (container === 0) {
-              if (outlets.has(dest)) {
-                const list = expectLocal.get(dest) ?? [];
-                list.push([DELIVER, src, stream, bytes]);
-                expectLocal.set(dest, list);
+        for (let frame = 0; frame < 8; frame++) {
+          const src = random() < 0.6 ? 0 : 2;
+          const streams = streamsOf.get(src)!;
+          const records: TupleRecord[] = [];
+          for (let i = int(random, 1, 5); i > 0; i--) {
+            const stream = streams[int(random, 0, streams.length - 1)]!;
+            const all = consumersOf.get(`${src}/${stream}`)!;
+            let dests = all.filter(() => random() < 0.5);
+            if (dests.length === 0) dests = [all[int(random, 0, all.length - 1)]!];
+            const bytes = Buffer.from([frame, i, round & 0xff]);
+            records.push(emitRecord(stream, dests, bytes));
+
+            const byContainer = new Map<number, number[]>();
+            for (const dest of dests) {
+              const container = plan.tasks[dest]!.container;
+              if (container === 0) {
+                if (localOutlets.has(dest)) {
+                  push(expectLocal, dest, deliverRecord(src, stream, bytes));
+                  routed++;
+                } else dropped++;
+              } else if (!r.remoteRunning.has(dest) || !peerOutlets.has(container)) {
+                dropped++;
+              } else {
+                byContainer.set(container, [...(byContainer.get(container) ?? []), dest]);
                 routed++;
-              } else dropped++;
-            } else if (!r.remoteRunning.has(dest) || !peerOutlets.has(container)) {
-              dropped++;
-            } else {
-              byContainer.set(container, [...(byContainer.get(container) ?? []), dest]);
-              routed++;
+              }
+            }
+            for (const [container, live] of byContainer) {
+              push(expectPeer, container, forwardRecord(src, stream, live, bytes));
             }
           }
-          for (const [container, live] of byContainer) {
-            const list = expectPeer.get(container) ?? [];
-            list.push([FORWARD, src, stream, live, bytes]);
-            expectPeer.set(container, list);
+          r.fromInstance(src, emits(...records));
+          for (const outlet of [...localOutlets.values(), ...peerOutlets.values()]) {
+            assert.equal(outlet.unqueued, 0, `round ${round}: appends not queued`);
           }
         }
-        for (const [task, outlet] of outlets) {
+        for (const [task, outlet] of localOutlets) {
           assert.deepEqual(
-            outlet.decoded(),
+            outlet.records(DELIVER),
             expectLocal.get(task) ?? [],
             `round ${round}, task ${task}`,
           );
         }
         for (const [container, outlet] of peerOutlets) {
           assert.deepEqual(
-            outlet.decoded(),
+            outlet.records(FORWARD),
             expectPeer.get(container) ?? [],
             `round ${round}, peer ${container}`,
           );
@@ -345,16 +474,19 @@ describe("Router (container 0)", () => {
 describe("Router (container 1)", () => {
   it("sees the plan from its own container", () => {
     const router = new Router(plan, 1);
-    const mine = new FakeOutlet();
-    const peer0 = new FakeOutlet();
+    const mine = new RecordingOutlet();
+    const peer0 = new RecordingOutlet();
     router.local.set(3, mine);
     router.peers.set(0, peer0);
     router.remoteRunning = new Set([2, 5]);
-    router.fromInstance(1, emit("s", [3, 2, 5]));
-    assert.deepEqual(mine.decoded(), [[DELIVER, 1, "s", payload]]);
-    assert.deepEqual(peer0.decoded(), [[FORWARD, 1, "s", [2, 5], payload]]);
-    assert.throws(() => router.fromPeer(forward(0, "s", [2])), invalid(/task 2 not here/));
-    router.fromPeer(forward(0, "s", [3]));
-    assert.deepEqual(mine.decoded()[1], [DELIVER, 0, "s", payload]);
+    router.fromInstance(1, emit(S, [3, 2, 5]));
+    assert.deepEqual(mine.records(DELIVER), [deliverRecord(1, S, payload)]);
+    assert.deepEqual(peer0.records(FORWARD), [forwardRecord(1, S, [2, 5], payload)]);
+    assert.throws(() => router.fromPeer(forward(0, S, [2])), invalid(/task 2, not here/));
+    router.fromPeer(forward(0, S, [3]));
+    assert.deepEqual(mine.records(DELIVER), [
+      deliverRecord(1, S, payload),
+      deliverRecord(0, S, payload),
+    ]);
   });
 });

@@ -3,21 +3,21 @@
  * timers, and holds a source's handlers while the platform throttles it. It knows nothing of
  * sockets: frames leave through `send`, which the process shell connects to the stream manager.
  */
-import { pack, unpack } from "msgpackr";
+import { C1, pack, unpack } from "msgpackr";
 import type { Logger } from "pino";
-import type { Incoming, ReplicaId, Stage, StageContext, Tuple, Source } from "../api/stage.js";
+import type { ReplicaId, Stage, StageContext, Tuple, Source } from "../api/stage.js";
 import { TopologyError, type StageSpec } from "../api/topology.js";
 import type { PhysicalPlan } from "../plan/physical-plan.js";
 import { RoutingTable } from "../plan/routing.js";
-import { EMIT, type Emit } from "../wire/messages.js";
+import { WireError } from "../wire/errors.js";
 
 export interface ExecutorOptions {
   readonly plan: PhysicalPlan;
   readonly self: ReplicaId;
   readonly incarnation: number;
   readonly log: Logger;
-  /** Hands a frame to the stream manager; false if it could not (disconnected): dropped. */
-  readonly send: (frame: Emit) => boolean;
+  /** Hands a tuple to the stream manager; false if it could not (disconnected): dropped. */
+  readonly send: (streamIndex: number, dests: number | number[], payload: Uint8Array) => boolean;
   readonly now?: () => number;
 }
 
@@ -34,12 +34,15 @@ export class Executor {
   private readonly heldTimers = new Set<string>();
   private throttledBy = new Set<string>();
   private started = false;
+  /** Output streams of every stage, by index: tuples name their stream by index. */
+  private readonly outputsOf: Map<string, readonly string[]>;
 
   constructor(private readonly options: ExecutorOptions) {
     const { plan, self } = options;
     const spec = plan.topology.stages.find((s) => s.name === self.stage);
     if (!spec) throw new TopologyError(`no stage ${self.stage} in topology ${plan.topology.name}`);
     this.spec = spec;
+    this.outputsOf = new Map(plan.topology.stages.map((s) => [s.name, s.outputs]));
     this.stage = spec.create(self.index);
     this.routing = new RoutingTable(plan, self.stage, self.index);
     this.context = this.createContext();
@@ -55,19 +58,26 @@ export class Executor {
     this.stage.onStart?.(this.context);
   }
 
-  deliver(srcTask: number, stream: string, payload: Uint8Array): void {
+  /**
+   * One delivered tuple. A tuple this replica cannot have been sent (unknown source or stream,
+   * undecodable payload) is a WireError: bad input, not a bug of the stage.
+   */
+  deliver(srcTask: number, streamIndex: number, bytes: Buffer, start: number, end: number): void {
     const placement = this.options.plan.tasks[srcTask];
-    if (!placement) throw new TopologyError(`tuple from unknown task ${srcTask}`);
-    this.tuplesIn++;
-    const input: Incoming = {
-      stream,
-      source: { stage: placement.stage, index: placement.index },
-      tuple: unpack(payload),
-    };
-    if (!this.stage.onTuple) {
-      throw new TopologyError(`source ${this.spec.name} received a tuple on ${stream}`);
+    const stream = placement && this.outputsOf.get(placement.stage)?.[streamIndex];
+    if (!placement || stream === undefined || !this.stage.onTuple) {
+      throw new WireError("FRAME_INVALID", `no stream ${streamIndex} of task ${srcTask} here`);
     }
-    this.stage.onTuple(input, this.context);
+    let tuple: Tuple;
+    try {
+      tuple = unpack(bytes, { start, end });
+      if (tuple === C1) throw new Error("the never-used byte 0xc1");
+    } catch (error) {
+      throw new WireError("FRAME_MALFORMED", `undecodable tuple: ${(error as Error).message}`);
+    }
+    this.tuplesIn++;
+    const source = { stage: placement.stage, index: placement.index };
+    this.stage.onTuple({ stream, source, tuple }, this.context);
   }
 
   /** Throttling has named causes (stream manager's backpressure, our own full link). */
@@ -95,16 +105,19 @@ export class Executor {
     this.stage.onTimer?.(name, this.context);
   }
 
-  private emitTo(stream: string, dests: number[], tuple: Tuple): void {
+  private emitTo(streamIndex: number, dests: number[], tuple: Tuple): void {
     if (dests.length === 0) return;
     this.tuplesOut++;
-    if (!this.options.send([EMIT, stream, dests, pack(tuple)])) this.dropped++;
+    const payload = encodeTuple(tuple);
+    const sent = this.options.send(streamIndex, dests.length === 1 ? dests[0]! : dests, payload);
+    if (!sent) this.dropped++;
   }
 
-  private checkStream(stream: string): void {
-    if (!this.spec.outputs.includes(stream)) {
+  private streamIndex(stream: string): number {
+    const index = this.spec.outputs.indexOf(stream);
+    if (index < 0)
       throw new TopologyError(`${this.spec.name} emits on undeclared stream ${stream}`);
-    }
+    return index;
   }
 
   private createContext(): StageContext {
@@ -120,12 +133,12 @@ export class Executor {
         return p;
       },
       emit: (stream, tuple) => {
-        this.checkStream(stream);
-        this.emitTo(stream, this.routing.destinations(stream, tuple), tuple);
+        const streamIndex = this.streamIndex(stream);
+        this.emitTo(streamIndex, this.routing.destinations(stream, tuple), tuple);
       },
       emitDirect: (stream, index, tuple) => {
-        this.checkStream(stream);
-        this.emitTo(stream, this.routing.directDestinations(stream, index), tuple);
+        const streamIndex = this.streamIndex(stream);
+        this.emitTo(streamIndex, this.routing.directDestinations(stream, index), tuple);
       },
       timers: {
         set: (name, delayMs) => {
@@ -154,4 +167,27 @@ export class Executor {
       },
     };
   }
+}
+
+/**
+ * msgpack encoding of a tuple. Bytes (e.g. a batch a stage encoded itself) are framed as
+ * msgpack bin directly: the general encoder costs more per call than copying them.
+ */
+function encodeTuple(tuple: Tuple): Uint8Array {
+  if (!(tuple instanceof Uint8Array)) return pack(tuple);
+  const n = tuple.length;
+  const header = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+  const out = Buffer.allocUnsafe(header + n);
+  if (header === 2) {
+    out[0] = 0xc4;
+    out[1] = n;
+  } else if (header === 3) {
+    out[0] = 0xc5;
+    out.writeUInt16BE(n, 1);
+  } else {
+    out[0] = 0xc6;
+    out.writeUInt32BE(n, 1);
+  }
+  out.set(tuple, header);
+  return out;
 }

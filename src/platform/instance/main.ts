@@ -12,13 +12,16 @@ import { loadPlan } from "../runtime/topology-loader.js";
 import { ClientLink } from "../transport/tcp.js";
 import {
   DELIVER,
+  EMIT,
   messageParser,
   startSchema,
   throttleSchema,
-  type Deliver,
+  type TupleFrame,
   type Start,
   type Throttle,
 } from "../wire/messages.js";
+import { WireError } from "../wire/errors.js";
+import { TupleReader } from "../wire/tuples.js";
 import { Executor } from "./executor.js";
 
 const config = readProcessConfig();
@@ -43,10 +46,11 @@ const executor = new Executor({
   self: placement,
   incarnation,
   log,
-  send: (frame) => {
+  send: (streamIndex, dests, payload) => {
     const connection = link.ready;
     if (!connection) return false;
-    connection.send(frame);
+    connection.tuples(EMIT).emit(streamIndex, dests, payload);
+    connection.queued();
     if (connection.isCongested && !linkFull) {
       linkFull = true;
       // Our link to the stream manager is full: stop taking input until it drains.
@@ -57,7 +61,7 @@ const executor = new Executor({
   },
 });
 
-const link = new ClientLink<Deliver | Start | Throttle>(
+const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle>(
   { host: cluster.host, port: stmgrPort },
   { role: "instance", id: name },
   {
@@ -71,7 +75,7 @@ const link = new ClientLink<Deliver | Start | Throttle>(
       log.info({ event: "connected", stmgrPort }, "connected to stream manager");
     },
     onMessage: (message) => {
-      if (Array.isArray(message)) executor.deliver(message[1], message[2], message[3]);
+      if (Array.isArray(message)) deliver(message[1]);
       else if (message.t === "start") executor.start();
       else executor.setThrottle("stmgr", message.on);
     },
@@ -88,6 +92,28 @@ const link = new ClientLink<Deliver | Start | Throttle>(
     },
   },
 );
+
+function deliver(records: Buffer): void {
+  const reader = new TupleReader(DELIVER, records);
+  for (;;) {
+    try {
+      if (!reader.next()) return;
+      executor.deliver(
+        reader.srcTask,
+        reader.stream,
+        records,
+        reader.payloadStart,
+        reader.payloadEnd,
+      );
+    } catch (error) {
+      // Bad input from the link closes it; an error thrown by the stage itself crashes us.
+      if (!(error instanceof WireError)) throw error;
+      log.warn({ event: "frame-rejected", code: error.code, reason: error.message });
+      link.ready?.close(error.message);
+      return;
+    }
+  }
+}
 
 process.on("message", (message: ParentMessage) => {
   if (message.t === "stmgr-port") {

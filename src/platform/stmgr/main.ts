@@ -21,8 +21,7 @@ import {
   registerSchema,
   reportSchema,
   type Backpressure,
-  type Emit,
-  type Forward,
+  type TupleFrame,
   type InstanceReport,
   type PlanUpdate,
   type Register,
@@ -50,8 +49,8 @@ interface LocalInstance {
   pid: number;
   report: Report | undefined;
 }
-type InstanceMessage = Register | Report | Emit;
-type PeerMessage = Forward | Backpressure;
+type InstanceMessage = Register | Report | TupleFrame<typeof EMIT>;
+type PeerMessage = TupleFrame<typeof FORWARD> | Backpressure;
 
 const instances = new Map<number, LocalInstance>();
 /** Local instances registered but not yet told to start. */
@@ -91,7 +90,7 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
       if (Array.isArray(message)) {
         if (message[0] !== EMIT || !self) return connection.close("emit before register");
         try {
-          router.fromInstance(self.task, message);
+          router.fromInstance(self.task, message[1]);
         } catch (error) {
           log.warn({ event: "frame-rejected", reason: (error as Error).message, task: self.task });
           connection.close((error as Error).message);
@@ -167,7 +166,7 @@ function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
       if (Array.isArray(message)) {
         if (message[0] !== FORWARD) return connection.close("peers only forward tuples");
         try {
-          router.fromPeer(message);
+          router.fromPeer(message[1]);
         } catch (error) {
           log.warn({ event: "frame-rejected", reason: (error as Error).message, peer: from });
           connection.close((error as Error).message);

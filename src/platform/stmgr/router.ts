@@ -1,18 +1,27 @@
 /**
  * The stream manager's routing core: tuples from local instances and from peer stream managers
- * go to local instances or, one frame per peer container, to peers. Per (source task,
+ * go to local instances or, batched per peer container, to peers. Per (source task,
  * destination task) the path is one instance link and at most one peer link, so it is FIFO
  * while both ends live. Tuples for a replica that is down, or for a peer that is not connected,
  * are dropped and counted: the protocols above never rely on delivery across a crash.
+ * Payloads are copied, never decoded.
  */
 import type { PhysicalPlan } from "../plan/physical-plan.js";
 import { WireError } from "../wire/errors.js";
-import { encodeFrame } from "../wire/frames.js";
-import { DELIVER, FORWARD, type Emit, type Forward } from "../wire/messages.js";
+import {
+  DELIVER,
+  EMIT,
+  FORWARD,
+  TupleReader,
+  type TupleFrameType,
+  type TupleWriter,
+} from "../wire/tuples.js";
 
-/** Where frames go: an instance or a peer connection. */
+/** Where tuples go: an instance or a peer connection (see Connection.tuples). */
 export interface Outlet {
-  sendFrame(frame: Buffer): void;
+  tuples(type: TupleFrameType): TupleWriter;
+  /** Called once after a batch of appends. */
+  queued(): void;
 }
 
 export class Router {
@@ -22,104 +31,154 @@ export class Router {
   remoteRunning = new Set<number>();
   dropped = 0;
   routed = 0;
-  /** For each (task, stream): the tasks it may send to. */
-  private readonly allowed: Map<string, Set<number>>[];
+  /** allowed[task][stream index]: the tasks that consume that stream of that task. */
+  private readonly allowed: Set<number>[][];
   private readonly containerOf: number[];
+  private readonly touched = new Set<Outlet>();
+  /** Scratch: destinations of the current tuple per remote container. */
+  private readonly remote = new Map<number, number[]>();
 
   constructor(
-    private readonly plan: PhysicalPlan,
+    plan: PhysicalPlan,
     private readonly container: number,
   ) {
     this.containerOf = plan.tasks.map((t) => t.container);
-    const consumersOf = new Map<string, Set<number>>();
-    for (const spec of plan.topology.stages) {
-      for (const input of spec.inputs) {
-        const key = `${input.stage}/${input.stream}`;
-        const set = consumersOf.get(key) ?? new Set<number>();
-        for (const t of plan.tasks) if (t.stage === spec.name) set.add(t.task);
-        consumersOf.set(key, set);
-      }
-    }
+    const tasksOf = (stage: string) =>
+      plan.tasks.filter((t) => t.stage === stage).map((t) => t.task);
     this.allowed = plan.tasks.map((t) => {
-      const streams = new Map<string, Set<number>>();
       const spec = plan.topology.stages.find((s) => s.name === t.stage)!;
-      for (const stream of spec.outputs) {
-        streams.set(stream, consumersOf.get(`${t.stage}/${stream}`) ?? new Set());
-      }
-      return streams;
+      return spec.outputs.map((stream) => {
+        const consumers = new Set<number>();
+        for (const consumer of plan.topology.stages) {
+          if (consumer.inputs.some((i) => i.stage === t.stage && i.stream === stream)) {
+            for (const task of tasksOf(consumer.name)) consumers.add(task);
+          }
+        }
+        return consumers;
+      });
     });
   }
 
-  /** A tuple from local instance `srcTask`. Throws WireError if it breaks the topology. */
-  fromInstance(srcTask: number, [, stream, dests, payload]: Emit): void {
-    const allowed = this.allowed[srcTask]?.get(stream);
-    if (!allowed) throw new WireError("FRAME_INVALID", `task ${srcTask} has no stream ${stream}`);
-    for (const dest of dests) {
-      if (!allowed.has(dest)) {
-        throw new WireError("FRAME_INVALID", `task ${dest} does not consume ${stream}`);
+  /**
+   * The records of an EMIT frame from local instance `srcTask`. Throws WireError at the first
+   * record that breaks the topology (tuples before it are routed: the link closes anyway).
+   */
+  fromInstance(srcTask: number, records: Buffer): void {
+    const reader = new TupleReader(EMIT, records);
+    const streams = this.allowed[srcTask];
+    if (!streams) throw new WireError("FRAME_INVALID", `no task ${srcTask} in the plan`);
+    try {
+      while (reader.next()) {
+        const allowed = streams[reader.stream];
+        if (!allowed) {
+          throw new WireError("FRAME_INVALID", `task ${srcTask} has no stream ${reader.stream}`);
+        }
+        for (let i = 0; i < reader.destCount; i++) {
+          const dest = reader.dest(i);
+          if (!allowed.has(dest)) {
+            throw new WireError(
+              "FRAME_INVALID",
+              `task ${dest} does not consume stream ${reader.stream}`,
+            );
+          }
+        }
+        this.route(srcTask, reader);
       }
+    } finally {
+      this.flushTouched();
     }
-    let localDests: number[] | undefined;
-    let remote: Map<number, number[]> | undefined;
-    for (const dest of dests) {
+  }
+
+  /** The records of a FORWARD frame from a peer, for our local tasks. */
+  fromPeer(records: Buffer): void {
+    const reader = new TupleReader(FORWARD, records);
+    try {
+      while (reader.next()) {
+        const allowed = this.allowed[reader.srcTask]?.[reader.stream];
+        for (let i = 0; i < reader.destCount; i++) {
+          const dest = reader.dest(i);
+          if (!allowed?.has(dest) || this.containerOf[dest] !== this.container) {
+            throw new WireError(
+              "FRAME_INVALID",
+              `forward of ${reader.srcTask}/${reader.stream} to task ${dest}, not here`,
+            );
+          }
+        }
+        for (let i = 0; i < reader.destCount; i++) {
+          this.deliverLocal(reader.srcTask, reader.stream, reader.dest(i), reader);
+        }
+      }
+    } finally {
+      this.flushTouched();
+    }
+  }
+
+  /** Local destinations get the tuple; remote ones one FORWARD record per peer container. */
+  private route(srcTask: number, reader: TupleReader): void {
+    if (reader.destCount === 1) return this.routeOne(srcTask, reader, reader.dest(0));
+    for (let i = 0; i < reader.destCount; i++) {
+      const dest = reader.dest(i);
       const container = this.containerOf[dest]!;
       if (container === this.container) {
-        (localDests ??= []).push(dest);
-      } else {
-        remote ??= new Map();
-        const list = remote.get(container);
+        this.deliverLocal(srcTask, reader.stream, dest, reader);
+      } else if (this.remoteRunning.has(dest) && this.peers.has(container)) {
+        const list = this.remote.get(container);
         if (list) list.push(dest);
-        else remote.set(container, [dest]);
-      }
-    }
-    if (localDests) this.deliverLocal(srcTask, stream, localDests, payload);
-    if (remote) {
-      for (const [container, list] of remote) {
-        const peer = this.peers.get(container);
-        const live = list.filter((task) => this.remoteRunning.has(task));
-        this.dropped += list.length - live.length;
-        if (live.length === 0) continue;
-        if (!peer) {
-          this.dropped += live.length;
-          continue;
-        }
-        const frame: Forward = [FORWARD, srcTask, stream, live, payload];
-        peer.sendFrame(encodeFrame(frame));
-        this.routed += live.length;
-      }
-    }
-  }
-
-  /** A tuple forwarded by a peer for our local tasks. */
-  fromPeer([, srcTask, stream, dests, payload]: Forward): void {
-    if (this.plan.tasks[srcTask] === undefined) {
-      throw new WireError("FRAME_INVALID", `forward from unknown task ${srcTask}`);
-    }
-    const allowed = this.allowed[srcTask]!.get(stream);
-    for (const dest of dests) {
-      if (this.containerOf[dest] !== this.container || !allowed?.has(dest)) {
-        throw new WireError("FRAME_INVALID", `forward of ${stream} to task ${dest} not here`);
-      }
-    }
-    this.deliverLocal(srcTask, stream, dests, payload);
-  }
-
-  private deliverLocal(
-    srcTask: number,
-    stream: string,
-    dests: number[],
-    payload: Uint8Array,
-  ): void {
-    let frame: Buffer | undefined;
-    for (const dest of dests) {
-      const outlet = this.local.get(dest);
-      if (!outlet) {
+        else this.remote.set(container, [dest]);
+      } else {
         this.dropped++;
-        continue;
       }
-      frame ??= encodeFrame([DELIVER, srcTask, stream, payload]);
-      outlet.sendFrame(frame);
-      this.routed++;
     }
+    if (this.remote.size === 0) return;
+    for (const [container, dests] of this.remote) {
+      const peer = this.peers.get(container)!;
+      peer
+        .tuples(FORWARD)
+        .forward(
+          srcTask,
+          reader.stream,
+          dests,
+          reader.bytes,
+          reader.payloadStart,
+          reader.payloadEnd,
+        );
+      this.touched.add(peer);
+      this.routed += dests.length;
+    }
+    this.remote.clear();
+  }
+
+  private routeOne(srcTask: number, reader: TupleReader, dest: number): void {
+    const container = this.containerOf[dest]!;
+    if (container === this.container)
+      return this.deliverLocal(srcTask, reader.stream, dest, reader);
+    const peer = this.peers.get(container);
+    if (!peer || !this.remoteRunning.has(dest)) {
+      this.dropped++;
+      return;
+    }
+    peer
+      .tuples(FORWARD)
+      .forward(srcTask, reader.stream, dest, reader.bytes, reader.payloadStart, reader.payloadEnd);
+    this.touched.add(peer);
+    this.routed++;
+  }
+
+  private deliverLocal(srcTask: number, stream: number, dest: number, reader: TupleReader): void {
+    const outlet = this.local.get(dest);
+    if (!outlet) {
+      this.dropped++;
+      return;
+    }
+    outlet
+      .tuples(DELIVER)
+      .deliver(srcTask, stream, reader.bytes, reader.payloadStart, reader.payloadEnd);
+    this.touched.add(outlet);
+    this.routed++;
+  }
+
+  private flushTouched(): void {
+    for (const outlet of this.touched) outlet.queued();
+    this.touched.clear();
   }
 }

@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { WireError } from "./errors.js";
 import { decodeBody, encodeFrame, FrameDecoder, DEFAULT_MAX_FRAME_BYTES } from "./frames.js";
+import { TupleWriter, type TupleFrameType } from "./tuples.js";
 import { clientProof, newNonce, proofsEqual, serverProof } from "./handshake.js";
 import { challengeSchema, helloSchema, welcomeSchema, type Role } from "./messages.js";
 
@@ -37,6 +38,9 @@ export interface ConnectionOptions<In> {
   readonly highWatermarkBytes?: number;
 }
 
+/** A tuple batch frame is sealed at about this size, well under the frame limit. */
+const BATCH_BYTES_MAX = 1024 * 1024;
+
 type HandshakeState =
   | { step: "await-challenge"; nonce: Buffer }
   | { step: "await-hello"; nonce: Buffer }
@@ -49,6 +53,8 @@ export class Connection<In> {
   private readonly decoder: FrameDecoder;
   private handshake: HandshakeState;
   private pending: Buffer[] = [];
+  private batch: TupleWriter | undefined;
+  private lastBatchBytes = 0;
   private pendingBytes = 0;
   private flushScheduled = false;
   private closed = false;
@@ -95,7 +101,7 @@ export class Connection<In> {
 
   /** Bytes queued here and in the socket, not yet handed to the kernel. */
   get queuedBytes(): number {
-    return this.pendingBytes + this.socket.writableLength;
+    return (this.batch?.byteLength ?? 0) + this.pendingBytes + this.socket.writableLength;
   }
 
   get isCongested(): boolean {
@@ -113,8 +119,43 @@ export class Connection<In> {
   /** Queues an already encoded frame (one encoding fanned out to several links). */
   sendFrame(frame: Buffer): void {
     if (this.closed) return;
+    this.sealBatch();
     this.pending.push(frame);
     this.pendingBytes += frame.length;
+    this.queued();
+  }
+
+  /**
+   * The open tuple frame of `type`, to append tuples to. All tuples of a turn share one frame;
+   * any other frame queued after them seals it first, so frames keep the order of the calls.
+   * Call `queued()` after appending (the queue accounting and the flush).
+   */
+  tuples(type: TupleFrameType): TupleWriter {
+    if (
+      this.batch === undefined ||
+      this.batch.type !== type ||
+      this.batch.byteLength > BATCH_BYTES_MAX
+    ) {
+      this.sealBatch();
+      this.batch = new TupleWriter(type, this.lastBatchBytes + this.lastBatchBytes / 4);
+    }
+    return this.batch;
+  }
+
+  private sealBatch(): void {
+    if (this.batch === undefined) return;
+    const frame = this.batch.finish();
+    this.lastBatchBytes = Math.min(frame.length, BATCH_BYTES_MAX);
+    this.batch = undefined;
+    this.pending.push(frame);
+    this.pendingBytes += frame.length;
+  }
+
+  queued(): void {
+    if (this.closed) {
+      this.batch = undefined;
+      return;
+    }
     if (!this.congested && this.queuedBytes > this.highWatermark) this.congested = true;
     if (!this.flushScheduled && this.handshake.step === "ready") {
       this.flushScheduled = true;
@@ -136,18 +177,23 @@ export class Connection<In> {
     clearTimeout(this.handshakeTimer);
     this.pending = [];
     this.pendingBytes = 0;
+    this.batch = undefined;
     this.socket.destroy();
     this.handlers?.onClose?.(reason);
   }
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.closed || this.pending.length === 0) return;
-    const data =
-      this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    if (this.closed) return;
+    this.sealBatch();
+    if (this.pending.length === 0) return;
+    // One writev for the turn's frames, without copying them together.
+    const frames = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
-    this.socket.write(data);
+    this.socket.cork();
+    for (const frame of frames) this.socket.write(frame);
+    this.socket.uncork();
     this.checkDrained();
   }
 
@@ -237,7 +283,7 @@ export class Connection<In> {
     this.handshake = { step: "ready" };
     this.peer = peer;
     this.handlers?.onReady?.(peer);
-    if (this.pending.length > 0 && !this.flushScheduled) {
+    if ((this.pending.length > 0 || this.batch !== undefined) && !this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }

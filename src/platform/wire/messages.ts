@@ -12,23 +12,12 @@
  */
 import { z } from "zod";
 import { WireError } from "./errors.js";
+import type { TupleFrameType } from "./tuples.js";
 
-export const EMIT = 1;
-export const FORWARD = 2;
-export const DELIVER = 3;
+export { DELIVER, EMIT, FORWARD } from "./tuples.js";
 
-/** Instance to its stream manager: one tuple and the task ids it goes to. */
-export type Emit = [type: typeof EMIT, stream: string, dests: number[], payload: Uint8Array];
-/** Stream manager to a peer: one tuple for the peer's local tasks `dests`. */
-export type Forward = [
-  type: typeof FORWARD,
-  srcTask: number,
-  stream: string,
-  dests: number[],
-  payload: Uint8Array,
-];
-/** Stream manager to an instance: one tuple. */
-export type Deliver = [type: typeof DELIVER, srcTask: number, stream: string, payload: Uint8Array];
+/** A tuple frame: its type and its binary records (tuples.ts). */
+export type TupleFrame<T extends TupleFrameType = TupleFrameType> = [type: T, records: Buffer];
 
 const MAX_TASK = 1 << 20;
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected bytes");
@@ -184,33 +173,6 @@ export function messageParser<M>(
   };
 }
 
-function isTask(v: unknown): v is number {
-  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_TASK;
-}
-
-function isTaskList(v: unknown): v is number[] {
-  return Array.isArray(v) && v.length <= MAX_TASK && v.every(isTask);
-}
-
 function isTupleFrame(v: unknown[]): boolean {
-  switch (v[0]) {
-    case EMIT:
-      return (
-        v.length === 4 && typeof v[1] === "string" && isTaskList(v[2]) && v[3] instanceof Uint8Array
-      );
-    case FORWARD:
-      return (
-        v.length === 5 &&
-        isTask(v[1]) &&
-        typeof v[2] === "string" &&
-        isTaskList(v[3]) &&
-        v[4] instanceof Uint8Array
-      );
-    case DELIVER:
-      return (
-        v.length === 4 && isTask(v[1]) && typeof v[2] === "string" && v[3] instanceof Uint8Array
-      );
-    default:
-      return false;
-  }
+  return v.length === 2 && Buffer.isBuffer(v[1]) && v[1].length > 0;
 }

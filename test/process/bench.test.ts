@@ -1,0 +1,35 @@
+/**
+ * Smoke test of `tara bench platform --quick`: it runs real clusters, prints JSON lines and
+ * writes its results file. Performance figures are recorded, never asserted, in tests.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
+import { it } from "node:test";
+import { taraBin } from "./harness.js";
+
+it("tara bench platform --quick --json measures throughput and latency across containers", () => {
+  const run = spawnSync(
+    process.execPath,
+    [taraBin, "bench", "platform", "--quick", "--only", "throughput-cross,latency-cross", "--json"],
+    { encoding: "utf8", timeout: 120_000 },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  const lines = run.stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const byCase = new Map(lines.map((line) => [line.case, line]));
+  const throughput = byCase.get("throughput-cross")!;
+  assert.ok(Number(throughput.tuplesPerSec) > 0);
+  assert.deepEqual(throughput.health, { dropped: 0, reregistrations: 0 });
+  const latency = byCase.get("latency-cross")!;
+  assert.ok(Number(latency.count) > 0 && Number(latency.p50Ms) > 0);
+  const summary = byCase.get("summary")!;
+  const file = String(summary.file);
+  assert.ok(existsSync(file), `results file ${file}`);
+  const saved = JSON.parse(readFileSync(file, "utf8")) as { results: unknown[] };
+  assert.equal(saved.results.length, 2);
+  rmSync(dirname(file), { recursive: true, force: true });
+});
