@@ -3,7 +3,7 @@ import Table from "cli-table3";
 import { readFileSync } from "node:fs";
 import { pino } from "pino";
 import type { ContainerStatus, InstanceStatus } from "../platform/tmaster/plan-tracker.js";
-import { LocalCluster } from "../platform/runtime/launcher.js";
+import { DEFAULT_INSTANCE_TIMEOUT_MS, LocalCluster } from "../platform/runtime/launcher.js";
 import { adminRequest, readClusterFile } from "./cluster-client.js";
 import { registerBench } from "./bench.js";
 
@@ -59,6 +59,11 @@ export async function main(argv: string[]): Promise<void> {
         .argParser(integer(50, 600000))
         .default(2000),
     )
+    .addOption(
+      new Option("--instance-timeout-ms <ms>", "silence after which an instance is hung: killed")
+        .argParser(integer(50, 600000))
+        .default(DEFAULT_INSTANCE_TIMEOUT_MS),
+    )
     .action(async (options) => {
       const log = pino({ base: { proc: "launcher" } });
       const secret = options.secretFile
@@ -79,6 +84,7 @@ export async function main(argv: string[]): Promise<void> {
           secret,
           heartbeatMs: options.heartbeatMs,
           heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+          instanceTimeoutMs: options.instanceTimeoutMs,
         },
         log,
       );

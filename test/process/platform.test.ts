@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createConnection } from "node:net";
 import { afterEach, describe, it } from "node:test";
 import { encodeFrame, FrameDecoder, decodeBody } from "../../src/platform/wire/frames.js";
-import { EMIT } from "../../src/platform/wire/messages.js";
+import { EMIT, TupleWriter } from "../../src/platform/wire/tuples.js";
 import { pack } from "msgpackr";
 import { fixture, isAlive, TestCluster, waitFor, type Status } from "./harness.js";
 
@@ -117,6 +117,34 @@ describe("platform on real processes", () => {
     assert.equal(cluster.logLines("supervisor-1").filter((l) => l.event === "restarted").length, 1);
   });
 
+  it("kills and restarts an instance whose event loop hangs", async () => {
+    const cluster = await TestCluster.start([
+      "--topology",
+      fixture("sequence-topology"),
+      "--param",
+      "perTick=10",
+      "--param",
+      "hangAt=300",
+      "--instance-timeout-ms",
+      "1000",
+    ]);
+    clusters.push(cluster);
+    const back = await waitFor("checker:1 back with incarnation 2", async () => {
+      const s = await cluster.status();
+      const c1 = s.instances.find((i) => i.stage === "checker" && i.index === 1)!;
+      return c1.incarnation === 2 && c1.state === "running" && received(s, 1) > 100 ? s : undefined;
+    });
+    const kills = cluster.logLines("tmaster").filter((l) => l.event === "killed-hung");
+    assert.deepEqual(
+      kills.map((l) => l.instance),
+      ["checker:1"],
+    );
+    assertNoReordering(back);
+    for (const index of [0, 2]) {
+      for (const link of Object.values(links(back, index))) assert.equal(link.gaps, 0);
+    }
+  });
+
   it("restarts a SIGKILLed stream manager and traffic resumes through it", async () => {
     const cluster = await start(["perTick=10"]);
     await waitFor("traffic", async () => received(await cluster.status(), 1) > 500);
@@ -143,8 +171,12 @@ describe("platform on real processes", () => {
     const cluster = await start(["perTick=10"]);
     await waitFor("traffic", async () => received(await cluster.status(), 0) > 100);
     const stmgr = (await cluster.status()).containers[0]!.stmgr!;
-    const bogus = encodeFrame([EMIT, [0, [3, 4, 5], pack({ seq: 1e9, incarnation: 1 })]]);
+    // A well-formed batch: emitter:0 (task 0) to the three checkers (tasks 3, 4, 5).
+    const writer = new TupleWriter(EMIT);
+    writer.append(0, 0, [3, 4, 5], pack({ seq: 1e9, incarnation: 1 }));
+    const bogus = writer.finish();
 
+    const logBefore = cluster.logLines("stmgr-0").length;
     // 1. A tuple frame instead of a handshake.
     await rawSession(stmgr.port, () => [bogus]);
     // 2. A handshake with a wrong proof, then a registration and a tuple right behind it.
@@ -161,6 +193,7 @@ describe("platform on real processes", () => {
     ]);
     const rejected = cluster
       .logLines("stmgr-0")
+      .slice(logBefore)
       .filter((l) => l.event === "frame-rejected")
       .map((l) => l.code);
     assert.deepEqual(rejected, ["UNEXPECTED_FRAME", "AUTH_FAILED"]);

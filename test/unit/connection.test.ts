@@ -24,7 +24,7 @@ import {
   type TupleFrameType,
 } from "../../src/platform/wire/tuples.js";
 import { captureLog, Inbox, RawClient, rejected, unless, type LogLine } from "./helpers/net.js";
-import { int, withSeed } from "./helpers/random.js";
+import { int, mulberry32, pick, testSeed, withSeed } from "./helpers/random.js";
 import {
   append,
   deliverRecord,
@@ -32,6 +32,7 @@ import {
   forwardRecord,
   readRecords,
   recordBytes,
+  tupleRecord,
   type TupleRecord,
 } from "./helpers/tuples.js";
 
@@ -51,7 +52,7 @@ const TYPE_NAME = { [EMIT]: "emit", [FORWARD]: "forward", [DELIVER]: "deliver" }
 function recordsOf(message: unknown): { type: TupleFrameType; record: TupleRecord }[] {
   if (!Array.isArray(message)) return [];
   const type = message[0] as TupleFrameType;
-  return readRecords(type, message[1] as Buffer).map((record) => ({ type, record }));
+  return readRecords(message[1] as Buffer).map((record) => ({ type, record }));
 }
 
 /** The sequence number a test tuple carries in its first payload bytes. */
@@ -161,10 +162,13 @@ function sequencePayload(i: number, length: number): Buffer {
   return payload;
 }
 
+/** The task of the test instance: the srcTask of its emits, the dest of its deliveries. */
+const INSTANCE_TASK = 4;
+
 /** Test tuple i an instance emits: every fifth one goes to two destinations. */
 function emit(i: number, payloadBytes = 8): TupleRecord {
   const dests = i % 5 === 0 ? [i % 1000, 1000 + (i % 7)] : [i % 1000];
-  return emitRecord(i % 3, dests, sequencePayload(i, payloadBytes));
+  return emitRecord(INSTANCE_TASK, i % 3, dests, sequencePayload(i, payloadBytes));
 }
 
 function forward(i: number): TupleRecord {
@@ -173,7 +177,7 @@ function forward(i: number): TupleRecord {
 
 /** Test tuple i a stream manager delivers. */
 function deliver(i: number): TupleRecord {
-  return deliverRecord(i % 1000, i % 3, sequencePayload(i, 4));
+  return deliverRecord(i % 1000, i % 3, INSTANCE_TASK, sequencePayload(i, 4));
 }
 
 /** Appends one tuple to the connection's open batch, the hot path. */
@@ -918,6 +922,199 @@ describe("handshake timeout", () => {
       assert.equal(client.ready.items.length, 0);
       for (const socket of sockets) socket.destroy();
       await closeServer(silent);
+    },
+  );
+});
+
+/**
+ * Watches a socket's writes (wrapping socket.write, which the Connection calls): a tuple frame
+ * must not change between its write and the write's completion, and must not be written into
+ * memory that a frame still being written occupies. Counts tuple frames written into a buffer
+ * an earlier frame used (the Connection reusing a written batch's buffer).
+ */
+function watchWrites(socket: Socket) {
+  const watch = { tupleFrames: 0, reused: 0, inFlightMax: 0, violations: [] as string[] };
+  const inFlight = new Set<ArrayBufferLike>();
+  const used = new WeakSet<ArrayBufferLike>();
+  const write = socket.write.bind(socket) as (
+    chunk: Buffer,
+    cb?: (error?: Error | null) => void,
+  ) => boolean;
+  const isTupleFrame = (chunk: Buffer) =>
+    chunk.length >= 11 && chunk[4] === 0x92 && [EMIT, FORWARD, DELIVER].includes(chunk[5]!);
+  (socket as unknown as { write: typeof write }).write = (chunk, cb) => {
+    if (!Buffer.isBuffer(chunk) || !isTupleFrame(chunk)) return write(chunk, cb);
+    const n = watch.tupleFrames++;
+    if (used.has(chunk.buffer)) watch.reused++;
+    used.add(chunk.buffer);
+    if (inFlight.has(chunk.buffer)) {
+      watch.violations.push(`tuple frame ${n} written into the buffer of a frame in flight`);
+    }
+    inFlight.add(chunk.buffer);
+    watch.inFlightMax = Math.max(watch.inFlightMax, inFlight.size);
+    const copy = Buffer.from(chunk);
+    return write(chunk, (error) => {
+      inFlight.delete(chunk.buffer);
+      if (!chunk.equals(copy)) watch.violations.push(`tuple frame ${n} changed while in flight`);
+      cb?.(error);
+    });
+  };
+  return watch;
+}
+
+describe("tuple batch buffers are reused only once written", () => {
+  const report = (tuplesIn: number) => ({
+    t: "report",
+    tuplesIn,
+    tuplesOut: 0,
+    dropped: 0,
+    throttled: false,
+    status: {},
+    stats: { rssBytes: 0, cpuUserUs: 0, cpuSystemUs: 0 },
+  });
+
+  /** Tuple i of the test: its bytes depend on i throughout, so any overwrite shows. */
+  function bigTuple(i: number, length: number): Buffer {
+    const payload = Buffer.allocUnsafe(Math.max(4, length));
+    for (let j = 0; j < payload.length; j++) payload[j] = (i * 131 + j * 7 + (j >> 8)) & 0xff;
+    payload.writeUInt32BE(i, 0);
+    return payload;
+  }
+
+  it(
+    "large batches over many turns, readers paused and resumed: every tuple intact, in order",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log } = captureLog();
+      const socket = createConnection(server.port, HOST);
+      const watch = watchWrites(socket);
+      const client = new Observed(
+        new Connection<ClientIn>({
+          socket,
+          secret: SECRET,
+          side: { role: "instance", id: "reuse:0" },
+          parse: clientParse,
+          log,
+        }),
+      );
+      cleanups.push(() => client.connection.close("test over"));
+      await client.ready.count(1);
+      const observed = await server.accepted.first(() => true);
+      await observed.ready.count(1);
+
+      const seed = testSeed();
+      const random = mulberry32(seed);
+      const toServer: string[] = [];
+      const toClient: string[] = [];
+      const sentToServer: TupleRecord[] = [];
+      const sentToClient: TupleRecord[] = [];
+      let i = 0;
+      const TURNS = 120;
+      for (let turn = 0; turn < TURNS; turn++) {
+        // Readers stall for stretches, so written frames wait in the sockets across turns.
+        if (turn % 40 === 0) {
+          observed.connection.pauseReading();
+          client.connection.pauseReading();
+        } else if (turn % 40 === 25) {
+          observed.connection.resumeReading();
+          client.connection.resumeReading();
+        }
+        // Batches from a few bytes to over a megabyte, cut by type changes and control frames.
+        const size = pick(random, [200, 2_000, 20_000, 100_000, 400_000, 1_500_000]);
+        let type: TupleFrameType = EMIT;
+        for (let bytes = 0; bytes < size; i++) {
+          if (random() < 0.01) type = type === EMIT ? FORWARD : EMIT;
+          const length = pick(random, [4, 100, 1_000, 5_000, 30_000]);
+          const record = tupleRecord(INSTANCE_TASK, i % 3, [i % 1000], bigTuple(i, length));
+          queue(client.connection, type, record);
+          sentToServer.push(record);
+          toServer.push(`${TYPE_NAME[type]}:${i}`);
+          if (random() < 0.002) {
+            client.connection.send(report(i));
+            toServer.push(`report:${i}`);
+          }
+          if (random() < 0.5) {
+            const back = deliverRecord(i % 1000, i % 3, INSTANCE_TASK, bigTuple(i, length));
+            queue(observed.connection, DELIVER, back);
+            sentToClient.push(back);
+            toClient.push(`deliver:${i}`);
+          }
+          bytes += length;
+        }
+        await nextTurn();
+      }
+      observed.connection.resumeReading();
+      client.connection.resumeReading();
+      const replay = `seed ${seed} (TEST_SEED to replay)`;
+      // A corrupted frame closes a connection: fail at once, saying why.
+      const closed = Promise.race([observed.closed, client.closed]);
+      await unless(
+        Promise.all([
+          observed.records.count(sentToServer.length),
+          client.records.count(sentToClient.length),
+        ]),
+        closed,
+        `a connection closed (${replay}): ${JSON.stringify(server.lines.items)} ` +
+          JSON.stringify(watch.violations.slice(0, 5)),
+      );
+      assert.deepEqual(watch.violations, [], replay);
+      assert.deepEqual(observed.events.items, toServer, replay);
+      assert.ok(
+        observed.records.items.every((record, k) =>
+          record.payload.equals(sentToServer[k]!.payload),
+        ),
+        `every tuple to the server intact, ${replay}`,
+      );
+      assert.deepEqual(observed.records.items, sentToServer, replay);
+      assert.deepEqual(client.events.items, toClient, replay);
+      assert.deepEqual(client.records.items, sentToClient, replay);
+      assert.ok(watch.reused > 10, `buffers were reused (${watch.reused} of ${watch.tupleFrames})`);
+      assert.ok(
+        watch.inFlightMax > 1,
+        `frames waited in the socket (${watch.inFlightMax} at once)`,
+      );
+      assert.deepEqual(server.lines.items, []);
+      await server.stop();
+    },
+  );
+
+  it(
+    "a frame given to sendFrame() on two links stays the caller's: neither link reuses it",
+    TEST_TIMEOUT,
+    async () => {
+      const server = await startServer();
+      const { log } = captureLog();
+      const a = connectClient(server.port, SECRET, log, { me: { role: "instance", id: "a:0" } });
+      const b = connectClient(server.port, SECRET, log, { me: { role: "instance", id: "b:0" } });
+      await a.ready.count(1);
+      await b.ready.count(1);
+      await server.accepted.count(2);
+      const [toA, toB] = server.accepted.items as [Observed<ServerIn>, Observed<ServerIn>];
+      await toA.ready.count(1);
+      await toB.ready.count(1);
+
+      // One encoding fanned out to two links, as sendFrame() is documented for.
+      const big = deliverRecord(0, 0, INSTANCE_TASK, Buffer.alloc(40_000, 7));
+      const shared = encodedTuples(DELIVER, big);
+      const original = Buffer.from(shared);
+      toA.connection.sendFrame(shared);
+      toB.connection.sendFrame(shared);
+      await a.records.count(1);
+      await b.records.count(1);
+      // Then each link's own tuples, in one turn.
+      const forA = range(1000).map((i) => deliverRecord(1, 0, INSTANCE_TASK, Buffer.alloc(30, i)));
+      const forB = range(1000).map((i) => deliverRecord(2, 1, INSTANCE_TASK, Buffer.alloc(30, ~i)));
+      for (let i = 0; i < 1000; i++) {
+        queue(toA.connection, DELIVER, forA[i]!);
+        queue(toB.connection, DELIVER, forB[i]!);
+      }
+      await a.records.count(1001);
+      await b.records.count(1001);
+      assert.deepEqual(a.records.items, [big, ...forA], "link a got its own tuples");
+      assert.deepEqual(b.records.items, [big, ...forB], "link b got its own tuples");
+      assert.ok(shared.equals(original), "the caller's frame was not written into");
+      await server.stop();
     },
   );
 });

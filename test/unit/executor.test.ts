@@ -103,11 +103,6 @@ function start(stage: string, index: number, accept = () => true) {
   return { executor, probe: probeOf(stage, index), sent };
 }
 
-/**
- * Hands one tuple payload to executor.deliver. The instance passes the payload as a range of
- * the frame's records (bytes, start, end) or, in an earlier form, as a view (payload); this
- * calls whichever form the executor has, with garbage around the range in the first case.
- */
 /** Delivers `payload` as a range inside a larger frame buffer, as the process shell does. */
 function deliver(executor: Executor, srcTask: number, streamIndex: number, payload: Buffer): void {
   const bytes = Buffer.concat([Buffer.from([0xc1, 0x92]), payload, Buffer.from([0x01, 0xc1])]);

@@ -18,11 +18,11 @@ import {
   throttleSchema,
 } from "../../src/platform/wire/messages.js";
 import { TupleWriter } from "../../src/platform/wire/tuples.js";
-import { decodeFrame } from "./helpers/tuples.js";
+import { decodeFrame, recordBytes, tupleRecord } from "./helpers/tuples.js";
 
 const payload = Buffer.from([1, 2, 3]);
-/** Record bytes of a tuple frame (the parser does not look inside). */
-const records = Buffer.from([0, 0, 1, 0, 1, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3]);
+/** Record bytes of a tuple frame (the parser does not look inside): task 0, stream 0, to 1. */
+const records = Buffer.from([0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3]);
 const stats = { rssBytes: 1000, cpuUserUs: 5, cpuSystemUs: 6 };
 
 /** The stream manager's parser for its instances and peers (tuple frames + controls). */
@@ -116,14 +116,16 @@ describe("messageParser: tuple frames", () => {
       [DELIVER, instanceParse],
     ] as const) {
       const writer = new TupleWriter(type);
-      if (type === EMIT) writer.emit(0, [1, 2], payload);
-      else if (type === FORWARD) writer.forward(3, 0, 1, payload);
-      else writer.deliver(3, 0, payload);
+      if (type === EMIT) writer.append(0, 0, [1, 2], payload);
+      else if (type === FORWARD) writer.append(3, 0, 1, payload);
+      else writer.append(3, 0, 1, payload);
       const body = decodeFrame(writer.finish());
       const parsed = parse(body) as [number, Buffer];
       assert.equal(parsed[0], type);
       assert.ok(Buffer.isBuffer(parsed[1]) && parsed[1].length > 0);
     }
+    // The hand-written records above are what a writer writes for task 0, stream 0, to 1.
+    assert.deepEqual(recordBytes(EMIT, [tupleRecord(0, 0, 1, payload)]), records);
   });
 
   it("leaves record validation to the reader: any non-empty bytes pass the parser", () => {

@@ -49,7 +49,7 @@ const executor = new Executor({
   send: (streamIndex, dests, payload) => {
     const connection = link.ready;
     if (!connection) return false;
-    connection.tuples(EMIT).emit(streamIndex, dests, payload);
+    connection.tuples(EMIT).append(placement.task, streamIndex, dests, payload);
     connection.queued();
     if (connection.isCongested && !linkFull) {
       linkFull = true;
@@ -94,10 +94,13 @@ const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle>(
 );
 
 function deliver(records: Buffer): void {
-  const reader = new TupleReader(DELIVER, records);
+  const reader = new TupleReader(records);
   for (;;) {
     try {
       if (!reader.next()) return;
+      if (reader.destCount !== 1 || reader.dest(0) !== placement.task) {
+        throw new WireError("FRAME_INVALID", "a delivered tuple for another task");
+      }
       executor.deliver(
         reader.srcTask,
         reader.stream,

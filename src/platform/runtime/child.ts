@@ -5,6 +5,7 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
 import { PROCESS_ENV, type ProcessConfig } from "./config.js";
 
 export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "instance";
@@ -80,4 +81,45 @@ export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
     });
     child.kill("SIGTERM");
   });
+}
+
+/** A process that dies this soon after its start is in a crash loop: back off. */
+const CRASH_LOOP_MS = 1000;
+const BACKOFF_MAX_MS = 5000;
+
+export interface SupervisionOptions {
+  readonly log: Logger;
+  /** Once true, a child that exits is not restarted. */
+  readonly stopping: () => boolean;
+  /** Called with every (re)started child. */
+  readonly onStarted?: (child: ChildProcess) => void;
+}
+
+/**
+ * Keeps a child process running: restarts it the moment it dies, or after a delay doubling
+ * from 100 ms to 5 s while it keeps dying within a second of its start.
+ */
+export function supervise(
+  name: string,
+  start: () => ChildProcess,
+  options: SupervisionOptions,
+): void {
+  let fastDeaths = 0;
+  const launch = () => {
+    if (options.stopping()) return;
+    const startedAt = Date.now();
+    const child = start();
+    options.onStarted?.(child);
+    child.once("exit", (code, signal) => {
+      if (options.stopping()) return;
+      fastDeaths = Date.now() - startedAt < CRASH_LOOP_MS ? fastDeaths + 1 : 0;
+      const delay = fastDeaths <= 1 ? 0 : Math.min(BACKOFF_MAX_MS, 100 * 2 ** (fastDeaths - 2));
+      options.log.warn(
+        { event: "died", process: name, pid: child.pid, code, signal, restartInMs: delay },
+        "process died",
+      );
+      setTimeout(launch, delay);
+    });
+  };
+  launch();
 }

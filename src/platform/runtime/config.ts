@@ -20,6 +20,8 @@ export const clusterConfigSchema = z.object({
   heartbeatMs: z.number().int().min(10).max(60_000),
   /** A container whose stream manager is silent this long is considered dead. */
   heartbeatTimeoutMs: z.number().int().min(50).max(600_000),
+  /** A connected instance that sends no report this long is hung: it is killed and restarted. */
+  instanceTimeoutMs: z.number().int().min(50).max(600_000),
 });
 export type ClusterConfig = z.infer<typeof clusterConfigSchema>;
 

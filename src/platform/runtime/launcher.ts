@@ -9,7 +9,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { pack } from "../plan/physical-plan.js";
-import { forkChild, stopChild, whenReady } from "./child.js";
+import { forkChild, stopChild, supervise, whenReady } from "./child.js";
 import type { ClusterConfig } from "./config.js";
 import { writeFileDurable } from "./durable-file.js";
 import { loadTopology } from "./topology-loader.js";
@@ -25,6 +25,7 @@ export interface LaunchOptions {
   secret?: string;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
+  instanceTimeoutMs?: number;
 }
 
 export interface ClusterFile {
@@ -36,6 +37,7 @@ export interface ClusterFile {
 }
 
 export const CLUSTER_FILE = "cluster.json";
+export const DEFAULT_INSTANCE_TIMEOUT_MS = 5000;
 
 export class LocalCluster {
   private tmaster: ChildProcess | undefined;
@@ -67,6 +69,7 @@ export class LocalCluster {
       adminPort: options.adminPort,
       heartbeatMs: options.heartbeatMs,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      instanceTimeoutMs: options.instanceTimeoutMs ?? DEFAULT_INSTANCE_TIMEOUT_MS,
     };
     const cluster = new LocalCluster(config, log);
     await cluster.startAll();
@@ -96,35 +99,31 @@ export class LocalCluster {
   }
 
   private superviseTmaster(): ChildProcess {
-    const child = forkChild("tmaster", { cluster: this.config });
-    this.tmaster = child;
-    child.once("exit", (code, signal) => {
-      if (this.stopping) return;
-      this.log.warn(
-        { event: "died", process: "tmaster", code, signal },
-        "topology manager died: restarting",
-      );
-      this.superviseTmaster();
+    supervise("tmaster", () => forkChild("tmaster", { cluster: this.config }), {
+      log: this.log,
+      stopping: () => this.stopping,
+      onStarted: (child) => (this.tmaster = child),
     });
-    return child;
+    return this.tmaster!;
   }
 
   private superviseContainer(container: number): ChildProcess {
-    const child = forkChild("supervisor", { cluster: this.config, container });
-    this.supervisors.set(container, child);
-    this.log.info(
-      { event: "spawned", process: "supervisor", container, pid: child.pid },
-      "container started",
+    supervise(
+      `supervisor-${container}`,
+      () => forkChild("supervisor", { cluster: this.config, container }),
+      {
+        log: this.log,
+        stopping: () => this.stopping,
+        onStarted: (child) => {
+          this.supervisors.set(container, child);
+          this.log.info(
+            { event: "spawned", process: "supervisor", container, pid: child.pid },
+            "container started",
+          );
+        },
+      },
     );
-    child.once("exit", (code, signal) => {
-      if (this.stopping) return;
-      this.log.warn(
-        { event: "died", process: "supervisor", container, code, signal },
-        "container died: restarting",
-      );
-      this.superviseContainer(container);
-    });
-    return child;
+    return this.supervisors.get(container)!;
   }
 
   async stop(): Promise<void> {

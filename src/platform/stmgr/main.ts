@@ -48,6 +48,8 @@ interface LocalInstance {
   incarnation: number;
   pid: number;
   report: Report | undefined;
+  /** When the instance last reported (or registered), ms. */
+  lastHeardMs: number;
 }
 type InstanceMessage = Register | Report | TupleFrame<typeof EMIT>;
 type PeerMessage = TupleFrame<typeof FORWARD> | Backpressure;
@@ -111,6 +113,7 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
             incarnation: message.incarnation,
             pid: message.pid,
             report: undefined,
+            lastHeardMs: Date.now(),
           };
           instances.set(message.task, self);
           lastIncarnation.set(message.task, message.incarnation);
@@ -132,7 +135,10 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
           return;
         }
         case "report":
-          if (self) self.report = message;
+          if (self) {
+            self.report = message;
+            self.lastHeardMs = Date.now();
+          }
           return;
         default:
           return connection.close(`unexpected ${(message as { t: string }).t} from an instance`);
@@ -313,6 +319,11 @@ const tmaster = new ClientLink<PlanUpdate>(
   },
 );
 
+/** Connected but not reporting: its event loop is stuck (the topology manager kills it). */
+function isSilent(instance: LocalInstance): boolean {
+  return Date.now() - instance.lastHeardMs > cluster.instanceTimeoutMs;
+}
+
 function instanceReports(): InstanceReport[] {
   return plan.tasks
     .filter((t) => t.container === container)
@@ -321,7 +332,7 @@ function instanceReports(): InstanceReport[] {
       const report = instance?.report;
       return {
         task: t.task,
-        state: instance ? "running" : "dead",
+        state: !instance ? "dead" : isSilent(instance) ? "silent" : "running",
         pid: instance?.pid ?? 0,
         incarnation: instance?.incarnation ?? lastIncarnation.get(t.task) ?? 0,
         tuplesIn: report?.tuplesIn ?? 0,

@@ -10,7 +10,6 @@ import type { PhysicalPlan } from "../plan/physical-plan.js";
 import { WireError } from "../wire/errors.js";
 import {
   DELIVER,
-  EMIT,
   FORWARD,
   TupleReader,
   type TupleFrameType,
@@ -37,6 +36,11 @@ export class Router {
   private readonly touched = new Set<Outlet>();
   /** Scratch: destinations of the current tuple per remote container. */
   private readonly remote = new Map<number, number[]>();
+  private run: Outlet | undefined;
+  private runType: TupleFrameType = DELIVER;
+  private runStart = 0;
+  private runEnd = 0;
+  private runRecords = 0;
 
   constructor(
     plan: PhysicalPlan,
@@ -61,37 +65,41 @@ export class Router {
 
   /**
    * The records of an EMIT frame from local instance `srcTask`. Throws WireError at the first
-   * record that breaks the topology (tuples before it are routed: the link closes anyway).
+   * record that breaks the topology (records before it are routed: the link closes anyway).
    */
   fromInstance(srcTask: number, records: Buffer): void {
-    const reader = new TupleReader(EMIT, records);
     const streams = this.allowed[srcTask];
     if (!streams) throw new WireError("FRAME_INVALID", `no task ${srcTask} in the plan`);
+    const reader = new TupleReader(records);
     try {
       while (reader.next()) {
+        if (reader.srcTask !== srcTask) {
+          throw new WireError("FRAME_INVALID", `task ${srcTask} sent a tuple as ${reader.srcTask}`);
+        }
         const allowed = streams[reader.stream];
         if (!allowed) {
           throw new WireError("FRAME_INVALID", `task ${srcTask} has no stream ${reader.stream}`);
         }
         for (let i = 0; i < reader.destCount; i++) {
-          const dest = reader.dest(i);
-          if (!allowed.has(dest)) {
+          if (!allowed.has(reader.dest(i))) {
             throw new WireError(
               "FRAME_INVALID",
-              `task ${dest} does not consume stream ${reader.stream}`,
+              `task ${reader.dest(i)} does not consume stream ${reader.stream}`,
             );
           }
         }
-        this.route(srcTask, reader);
+        if (reader.destCount === 1) this.routeOne(reader);
+        else this.routeMany(reader);
       }
     } finally {
+      this.endRun(records);
       this.flushTouched();
     }
   }
 
   /** The records of a FORWARD frame from a peer, for our local tasks. */
   fromPeer(records: Buffer): void {
-    const reader = new TupleReader(FORWARD, records);
+    const reader = new TupleReader(records);
     try {
       while (reader.next()) {
         const allowed = this.allowed[reader.srcTask]?.[reader.stream];
@@ -104,23 +112,39 @@ export class Router {
             );
           }
         }
-        for (let i = 0; i < reader.destCount; i++) {
-          this.deliverLocal(reader.srcTask, reader.stream, reader.dest(i), reader);
+        if (reader.destCount === 1) {
+          this.extendRun(reader, this.local.get(reader.dest(0)), DELIVER);
+          continue;
         }
+        this.endRun(records);
+        for (let i = 0; i < reader.destCount; i++) this.deliverLocal(reader, reader.dest(i));
       }
     } finally {
+      this.endRun(records);
       this.flushTouched();
     }
   }
 
-  /** Local destinations get the tuple; remote ones one FORWARD record per peer container. */
-  private route(srcTask: number, reader: TupleReader): void {
-    if (reader.destCount === 1) return this.routeOne(srcTask, reader, reader.dest(0));
+  /** One destination: the record goes on unchanged, as a DELIVER or a FORWARD. */
+  private routeOne(reader: TupleReader): void {
+    const dest = reader.dest(0);
+    const container = this.containerOf[dest]!;
+    if (container === this.container) {
+      this.extendRun(reader, this.local.get(dest), DELIVER);
+    } else {
+      const peer = this.remoteRunning.has(dest) ? this.peers.get(container) : undefined;
+      this.extendRun(reader, peer, FORWARD);
+    }
+  }
+
+  /** Several destinations: a DELIVER per local one, a FORWARD per peer container. */
+  private routeMany(reader: TupleReader): void {
+    this.endRun(reader.bytes);
     for (let i = 0; i < reader.destCount; i++) {
       const dest = reader.dest(i);
       const container = this.containerOf[dest]!;
       if (container === this.container) {
-        this.deliverLocal(srcTask, reader.stream, dest, reader);
+        this.deliverLocal(reader, dest);
       } else if (this.remoteRunning.has(dest) && this.peers.has(container)) {
         const list = this.remote.get(container);
         if (list) list.push(dest);
@@ -134,8 +158,8 @@ export class Router {
       const peer = this.peers.get(container)!;
       peer
         .tuples(FORWARD)
-        .forward(
-          srcTask,
+        .append(
+          reader.srcTask,
           reader.stream,
           dests,
           reader.bytes,
@@ -148,23 +172,7 @@ export class Router {
     this.remote.clear();
   }
 
-  private routeOne(srcTask: number, reader: TupleReader, dest: number): void {
-    const container = this.containerOf[dest]!;
-    if (container === this.container)
-      return this.deliverLocal(srcTask, reader.stream, dest, reader);
-    const peer = this.peers.get(container);
-    if (!peer || !this.remoteRunning.has(dest)) {
-      this.dropped++;
-      return;
-    }
-    peer
-      .tuples(FORWARD)
-      .forward(srcTask, reader.stream, dest, reader.bytes, reader.payloadStart, reader.payloadEnd);
-    this.touched.add(peer);
-    this.routed++;
-  }
-
-  private deliverLocal(srcTask: number, stream: number, dest: number, reader: TupleReader): void {
+  private deliverLocal(reader: TupleReader, dest: number): void {
     const outlet = this.local.get(dest);
     if (!outlet) {
       this.dropped++;
@@ -172,9 +180,46 @@ export class Router {
     }
     outlet
       .tuples(DELIVER)
-      .deliver(srcTask, stream, reader.bytes, reader.payloadStart, reader.payloadEnd);
+      .append(
+        reader.srcTask,
+        reader.stream,
+        dest,
+        reader.bytes,
+        reader.payloadStart,
+        reader.payloadEnd,
+      );
     this.touched.add(outlet);
     this.routed++;
+  }
+
+  /*
+   * Runs: consecutive records that go unchanged to the same outlet are copied with one call.
+   * Anything else appended to an outlet ends the current run first, so order is kept.
+   */
+  private extendRun(reader: TupleReader, outlet: Outlet | undefined, type: TupleFrameType): void {
+    if (!outlet) {
+      this.dropped++;
+      return;
+    }
+    this.routed++;
+    if (this.run === outlet && this.runType === type && this.runEnd === reader.recordStart) {
+      this.runEnd = reader.payloadEnd;
+      this.runRecords++;
+      return;
+    }
+    this.endRun(reader.bytes);
+    this.run = outlet;
+    this.runType = type;
+    this.runStart = reader.recordStart;
+    this.runEnd = reader.payloadEnd;
+    this.runRecords = 1;
+  }
+
+  private endRun(bytes: Buffer): void {
+    if (!this.run) return;
+    this.run.tuples(this.runType).appendRecords(bytes, this.runStart, this.runEnd, this.runRecords);
+    this.touched.add(this.run);
+    this.run = undefined;
   }
 
   private flushTouched(): void {

@@ -15,15 +15,12 @@ import {
   stopChild,
   whenReady,
   type ChildMessage,
+  supervise,
 } from "../runtime/child.js";
 import { logDirOf, readProcessConfig, runDirOf, type ProcessConfig } from "../runtime/config.js";
 import { writeFileDurable } from "../runtime/durable-file.js";
 import { createLogger } from "../runtime/log.js";
 import { loadPlan } from "../runtime/topology-loader.js";
-
-/** A process that dies this soon after its start is in a crash loop: back off. */
-const CRASH_LOOP_MS = 1000;
-const BACKOFF_MAX_MS = 5000;
 
 const config = readProcessConfig();
 const { cluster } = config;
@@ -43,33 +40,6 @@ function readIncarnations(): Record<string, number> {
   } catch {
     return {};
   }
-}
-
-/** Restarts a child at once, or after a growing delay if it keeps dying right after start. */
-function supervise(
-  name: string,
-  start: () => ChildProcess,
-  onStarted: (child: ChildProcess) => void,
-): void {
-  let fastDeaths = 0;
-  const launch = () => {
-    if (stopping) return;
-    const startedAt = Date.now();
-    const child = start();
-    onStarted(child);
-    child.once("exit", (code, signal) => {
-      if (stopping) return;
-      const lived = Date.now() - startedAt;
-      fastDeaths = lived < CRASH_LOOP_MS ? fastDeaths + 1 : 0;
-      const delay = fastDeaths <= 1 ? 0 : Math.min(BACKOFF_MAX_MS, 100 * 2 ** (fastDeaths - 2));
-      log.warn(
-        { event: "died", process: name, pid: child.pid, code, signal, restartInMs: delay },
-        "process died",
-      );
-      setTimeout(launch, delay);
-    });
-  };
-  launch();
 }
 
 function startInstance(task: number): ChildProcess {
@@ -111,14 +81,15 @@ function startStmgr(): ChildProcess {
   return child;
 }
 
-supervise("stmgr", startStmgr, (child) => (stmgr = child));
+const stopped = () => stopping;
+supervise("stmgr", startStmgr, { log, stopping: stopped, onStarted: (child) => (stmgr = child) });
 stmgrPort = (await whenReady(stmgr!)).port!;
 for (const placement of tasksIn(plan, container)) {
-  supervise(
-    replicaName(placement),
-    () => startInstance(placement.task),
-    (child) => instances.set(placement.task, child),
-  );
+  supervise(replicaName(placement), () => startInstance(placement.task), {
+    log,
+    stopping: stopped,
+    onStarted: (child) => instances.set(placement.task, child),
+  });
 }
 
 log.info({ event: "started", instances: instances.size }, "container supervisor started");

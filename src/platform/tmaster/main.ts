@@ -74,6 +74,10 @@ const { port } = await listen<StmgrRegistration | Heartbeat>(
         }
         if (container === undefined) return connection.close("heartbeat before registration");
         tracker.heartbeat(container, message, Date.now());
+        for (const instance of message.instances) {
+          if (instance.state === "silent" && instance.pid > 0)
+            killHung(instance.pid, instance.task);
+        }
         broadcastPlan();
       },
       onClose: (reason) => {
@@ -86,6 +90,24 @@ const { port } = await listen<StmgrRegistration | Heartbeat>(
     });
   },
 );
+
+/** Pids already killed as hung, so that one silence is one kill. */
+const killedHung = new Set<number>();
+
+function killHung(pid: number, task: number): void {
+  if (killedHung.has(pid)) return;
+  killedHung.add(pid);
+  const placement = plan.tasks[task]!;
+  try {
+    process.kill(pid, "SIGKILL");
+    log.warn(
+      { event: "killed-hung", instance: `${placement.stage}:${placement.index}`, pid },
+      "instance silent past the instance timeout: killed for a restart",
+    );
+  } catch {
+    // Already gone: its supervisor restarts it anyway.
+  }
+}
 
 const expiryTimer = setInterval(() => {
   for (const container of tracker.expire(Date.now())) {

@@ -5,7 +5,13 @@
  * heartbeat timeout has all its instances marked dead. Pure: time comes in as arguments.
  */
 import type { PhysicalPlan } from "../plan/physical-plan.js";
-import type { Heartbeat, InstanceReport, PlanUpdate, StmgrRegistration } from "../wire/messages.js";
+import type {
+  Heartbeat,
+  InstanceReport,
+  InstanceState,
+  PlanUpdate,
+  StmgrRegistration,
+} from "../wire/messages.js";
 
 interface ContainerState {
   registration: StmgrRegistration | undefined;
@@ -22,7 +28,7 @@ export interface InstanceStatus {
   task: number;
   container: number;
   pid: number | null;
-  state: "starting" | "running" | "dead";
+  state: InstanceState;
   incarnation: number;
   restarts: number;
   tuplesIn: number;

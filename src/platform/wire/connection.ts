@@ -38,6 +38,9 @@ export interface ConnectionOptions<In> {
   readonly highWatermarkBytes?: number;
 }
 
+/** Written tuple batches at least this big have their buffers reused, at most SPARES_MAX. */
+const SPARE_MIN_BYTES = 16 * 1024;
+const SPARES_MAX = 4;
 /** A tuple batch frame is sealed at about this size, well under the frame limit. */
 const BATCH_BYTES_MAX = 1024 * 1024;
 
@@ -55,6 +58,10 @@ export class Connection<In> {
   private pending: Buffer[] = [];
   private batch: TupleWriter | undefined;
   private lastBatchBytes = 0;
+  /** Buffers of written tuple batches, for the next ones. */
+  private spares: Buffer[] = [];
+  /** Frames this connection built itself (tuple batches), as opposed to sendFrame's. */
+  private readonly ownBatches = new WeakSet<Buffer>();
   private pendingBytes = 0;
   private flushScheduled = false;
   private closed = false;
@@ -137,7 +144,8 @@ export class Connection<In> {
       this.batch.byteLength > BATCH_BYTES_MAX
     ) {
       this.sealBatch();
-      this.batch = new TupleWriter(type, this.lastBatchBytes + this.lastBatchBytes / 4);
+      const expected = this.lastBatchBytes + this.lastBatchBytes / 4;
+      this.batch = new TupleWriter(type, expected, this.spareBuffer(expected));
     }
     return this.batch;
   }
@@ -145,6 +153,7 @@ export class Connection<In> {
   private sealBatch(): void {
     if (this.batch === undefined) return;
     const frame = this.batch.finish();
+    this.ownBatches.add(frame);
     this.lastBatchBytes = Math.min(frame.length, BATCH_BYTES_MAX);
     this.batch = undefined;
     this.pending.push(frame);
@@ -192,9 +201,30 @@ export class Connection<In> {
     this.pending = [];
     this.pendingBytes = 0;
     this.socket.cork();
-    for (const frame of frames) this.socket.write(frame);
+    for (const frame of frames) {
+      // Our own tuple batches' buffers are reused once the kernel has them: large short-lived
+      // buffers were a third of a stream manager's time, in garbage collection. (Frames
+      // handed to sendFrame belong to the caller and may be shared: never reused.)
+      if (this.ownBatches.has(frame) && frame.byteLength >= SPARE_MIN_BYTES) {
+        this.socket.write(frame, () => this.keepSpare(frame));
+      } else {
+        this.socket.write(frame);
+      }
+    }
     this.socket.uncork();
     this.checkDrained();
+  }
+
+  private spareBuffer(minBytes: number): Buffer | undefined {
+    const spare = this.spares.pop();
+    return spare && spare.length >= minBytes ? spare : undefined;
+  }
+
+  private keepSpare(frame: Buffer): void {
+    if (this.spares.length >= SPARES_MAX || this.closed) return;
+    this.spares.push(
+      Buffer.from(frame.buffer, frame.byteOffset, frame.buffer.byteLength - frame.byteOffset),
+    );
   }
 
   private writeNow(frame: Buffer): void {

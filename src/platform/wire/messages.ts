@@ -69,7 +69,8 @@ export const backpressureSchema = z.object({
   on: z.boolean(),
 });
 
-export const instanceStates = ["starting", "running", "dead"] as const;
+/** silent: connected, but no report for the instance timeout: hung, about to be killed. */
+export const instanceStates = ["starting", "running", "silent", "dead"] as const;
 export type InstanceState = (typeof instanceStates)[number];
 
 export const instanceReportSchema = z.object({

@@ -1,14 +1,15 @@
 /**
  * Tuple batches: the body of the tuple frames (EMIT, FORWARD, DELIVER) is the msgpack array
  * [type, bin] where bin holds every tuple a process sends one peer in one event-loop turn as
- * fixed binary records. Stream managers route records by reading their headers and copying
- * their payloads, without decoding or re-encoding the tuples. All integers little-endian.
+ * binary records, all of one layout (little-endian):
  *
- *   EMIT     stream u16, destCount u16, dest u32 × destCount, payloadLength u32, payload
- *   FORWARD  srcTask u32, stream u16, destCount u16, dest u32 × destCount, payloadLength u32, payload
- *   DELIVER  srcTask u32, stream u16, payloadLength u32, payload
+ *   srcTask u32, stream u16, destCount u16, dest u32 × destCount, payloadLength u32, payload
  *
- * `stream` is the index of the stream in the emitting stage's declared outputs.
+ * EMIT: an instance's tuples with their destination tasks. FORWARD: tuples for the peer's
+ * tasks among `dest`. DELIVER: tuples for the one task `dest`. `stream` is the index of the
+ * stream in the emitting stage's declared outputs. One layout for all three lets a stream
+ * manager pass a record on unchanged when it has one destination, and copy runs of such
+ * records at once: it reads headers, never tuples.
  */
 import { WireError } from "./errors.js";
 
@@ -21,51 +22,30 @@ export type TupleFrameType = typeof EMIT | typeof FORWARD | typeof DELIVER;
 const FRAME_HEADER_BYTES = 11;
 const INITIAL_BYTES = 16 * 1024;
 
-function destCount(dests: number | readonly number[]): number {
-  const n = typeof dests === "number" ? 1 : dests.length;
-  // (0 is written as given: readers reject it.)
-  if (n > 0xffff) throw new RangeError(`a tuple has at most 65535 destinations, got ${n}`);
-  return n;
-}
-
 /** Builds one tuple frame in place: the frame header is reserved at the front. */
 export class TupleWriter {
   private buffer: Buffer;
   private length = FRAME_HEADER_BYTES;
   count = 0;
 
-  /** @param expectedBytes a guess of the frame's size (e.g. the last one's), saves regrowth */
+  /**
+   * @param expectedBytes a guess of the frame's size (e.g. the last one's), saves regrowth
+   * @param reuse a buffer to write into instead of a new one
+   */
   constructor(
     readonly type: TupleFrameType,
     expectedBytes = INITIAL_BYTES,
+    reuse?: Buffer,
   ) {
-    this.buffer = Buffer.allocUnsafe(Math.max(INITIAL_BYTES, expectedBytes));
+    this.buffer = reuse ?? Buffer.allocUnsafe(Math.max(INITIAL_BYTES, expectedBytes));
   }
 
   get byteLength(): number {
     return this.length;
   }
 
-  /*
-   * Each record's payload is bytes [start, end) of `source`: a stream manager copies payloads
-   * straight from the frame it read, without a view per tuple.
-   */
-
-  emit(
-    stream: number,
-    dests: number | readonly number[],
-    source: Uint8Array,
-    start = 0,
-    end = source.length,
-  ): void {
-    const n = destCount(dests);
-    this.reserve(4 + 4 * n + 4 + end - start);
-    this.u16(stream);
-    this.dests(dests, n);
-    this.payload(source, start, end);
-  }
-
-  forward(
+  /** Appends one record whose payload is bytes [start, end) of `source`. */
+  append(
     srcTask: number,
     stream: number,
     dests: number | readonly number[],
@@ -73,25 +53,25 @@ export class TupleWriter {
     start = 0,
     end = source.length,
   ): void {
-    const n = destCount(dests);
-    this.reserve(4 + 4 + 4 * n + 4 + end - start);
+    const n = typeof dests === "number" ? 1 : dests.length;
+    // (0 is written as given: readers reject it.)
+    if (n > 0xffff) throw new RangeError(`a tuple has at most 65535 destinations, got ${n}`);
+    this.reserve(12 + 4 * n + end - start);
     this.u32(srcTask);
     this.u16(stream);
-    this.dests(dests, n);
-    this.payload(source, start, end);
+    this.u16(n);
+    if (typeof dests === "number") this.u32(dests);
+    else for (const dest of dests) this.u32(dest);
+    this.u32(end - start);
+    this.copy(source, start, end);
+    this.count++;
   }
 
-  deliver(
-    srcTask: number,
-    stream: number,
-    source: Uint8Array,
-    start = 0,
-    end = source.length,
-  ): void {
-    this.reserve(4 + 2 + 4 + end - start);
-    this.u32(srcTask);
-    this.u16(stream);
-    this.payload(source, start, end);
+  /** Appends `records` whole records that are bytes [start, end) of `source`, unchanged. */
+  appendRecords(source: Buffer, start: number, end: number, records: number): void {
+    this.reserve(end - start);
+    this.copy(source, start, end);
+    this.count += records;
   }
 
   /** The finished frame (length prefix included); the writer must not be used afterwards. */
@@ -105,24 +85,16 @@ export class TupleWriter {
     return frame;
   }
 
-  private dests(dests: number | readonly number[], n: number): void {
-    this.u16(n);
-    if (typeof dests === "number") this.u32(dests);
-    else for (const dest of dests) this.u32(dest);
-  }
-
-  private payload(source: Uint8Array, start: number, end: number): void {
-    this.u32(end - start);
-    // Measured: set() of a whole array, Buffer.copy() of a range; a view per tuple costs more.
+  // Measured: set() of a whole array, Buffer.copy() of a range; a view per tuple costs more.
+  private copy(source: Uint8Array, start: number, end: number): void {
     if (start === 0 && end === source.length) this.buffer.set(source, this.length);
     else if (Buffer.isBuffer(source)) source.copy(this.buffer, this.length, start, end);
     else this.buffer.set(source.subarray(start, end), this.length);
     this.length += end - start;
-    this.count++;
   }
 
-  // Plain byte stores: measurably cheaper than the bounds-checked Buffer writers here, and
-  // reserve() already guaranteed the room.
+  // Plain byte stores: cheaper than the bounds-checked Buffer writers, and reserve() already
+  // guaranteed the room.
   private u16(value: number): void {
     const b = this.buffer;
     const at = this.length;
@@ -151,39 +123,31 @@ export class TupleWriter {
 
 /**
  * Reads the records of one tuple batch: call next() until it returns false, reading the
- * fields of the current record in between. Truncated or overlong records are FRAME_MALFORMED.
+ * fields of the current record in between. Truncated records, and records without a
+ * destination, are FRAME_MALFORMED.
  */
 export class TupleReader {
   srcTask = 0;
   stream = 0;
   destCount = 0;
-  /** The current payload is bytes[payloadStart, payloadEnd). */
+  /** The current record is bytes[recordStart, payloadEnd); its payload [payloadStart, payloadEnd). */
+  recordStart = 0;
   payloadStart = 0;
   payloadEnd = 0;
   private destsAt = 0;
   private position = 0;
 
-  constructor(
-    private readonly type: TupleFrameType,
-    readonly bytes: Buffer,
-  ) {}
+  constructor(readonly bytes: Buffer) {}
 
   next(): boolean {
-    const b = this.bytes;
-    if (this.position === b.length) return false;
-    if (this.type !== EMIT) {
-      this.srcTask = this.u32();
-    }
+    if (this.position === this.bytes.length) return false;
+    this.recordStart = this.position;
+    this.srcTask = this.u32();
     this.stream = this.u16();
-    if (this.type === DELIVER) {
-      this.destCount = 0;
-    } else {
-      this.destCount = this.u16();
-      if (this.destCount === 0)
-        throw new WireError("FRAME_MALFORMED", "a tuple with no destination");
-      this.destsAt = this.position;
-      this.skip(4 * this.destCount);
-    }
+    this.destCount = this.u16();
+    if (this.destCount === 0) throw new WireError("FRAME_MALFORMED", "a tuple with no destination");
+    this.destsAt = this.position;
+    this.skip(4 * this.destCount);
     const length = this.u32();
     this.payloadStart = this.position;
     this.skip(length);

@@ -7,76 +7,71 @@ import type { Outlet } from "../../../src/platform/stmgr/router.js";
 import { WireError, type WireErrorCode } from "../../../src/platform/wire/errors.js";
 import { decodeBody, FrameDecoder } from "../../../src/platform/wire/frames.js";
 import {
-  DELIVER,
-  EMIT,
-  FORWARD,
   TupleReader,
   TupleWriter,
   type TupleFrameType,
 } from "../../../src/platform/wire/tuples.js";
 
 /**
- * One record as a plain value: EMIT has stream, dests, payload; FORWARD adds srcTask; DELIVER
- * has srcTask, stream, payload (no dests). Absent fields are absent, not undefined, so records
- * compare with deepEqual.
+ * One record as a plain value. EMIT, FORWARD and DELIVER records share one layout: srcTask,
+ * stream, dests (one or more; a DELIVER record's one dest is the receiving task), payload.
  */
 export interface TupleRecord {
-  srcTask?: number;
+  srcTask: number;
   stream: number;
-  dests?: number[];
+  dests: number[];
   payload: Buffer;
 }
 
-export const emitRecord = (stream: number, dests: number[], payload: Buffer): TupleRecord => ({
-  stream,
-  dests,
-  payload,
-});
-
-export const forwardRecord = (
+export const tupleRecord = (
   srcTask: number,
   stream: number,
-  dests: number[],
+  dests: number | number[],
   payload: Buffer,
-): TupleRecord => ({ srcTask, stream, dests, payload });
-
-export const deliverRecord = (srcTask: number, stream: number, payload: Buffer): TupleRecord => ({
+): TupleRecord => ({
   srcTask,
   stream,
+  dests: typeof dests === "number" ? [dests] : dests,
   payload,
 });
 
-/** Appends a record with the writer method of the writer's type. */
+/** An instance's tuple: srcTask is the emitting task. */
+export const emitRecord = tupleRecord;
+/** A stream manager's tuple for a peer's tasks among `dests`. */
+export const forwardRecord = tupleRecord;
+/** A tuple for the one task `dest`. */
+export const deliverRecord = (
+  srcTask: number,
+  stream: number,
+  dest: number,
+  payload: Buffer,
+): TupleRecord => tupleRecord(srcTask, stream, [dest], payload);
+
+/** Appends a record with TupleWriter.append. */
 export function append(writer: TupleWriter, record: TupleRecord): void {
-  switch (writer.type) {
-    case EMIT:
-      writer.emit(record.stream, record.dests!, record.payload);
-      return;
-    case FORWARD:
-      writer.forward(record.srcTask!, record.stream, record.dests!, record.payload);
-      return;
-    case DELIVER:
-      writer.deliver(record.srcTask!, record.stream, record.payload);
-      return;
-  }
+  writer.append(record.srcTask, record.stream, record.dests, record.payload);
+}
+
+/** The bytes of one record, built by hand from the documented layout (not with the writer). */
+export function layoutBytes(record: TupleRecord): Buffer {
+  const n = record.dests.length;
+  const bytes = Buffer.alloc(12 + 4 * n + record.payload.length);
+  bytes.writeUInt32LE(record.srcTask, 0);
+  bytes.writeUInt16LE(record.stream, 4);
+  bytes.writeUInt16LE(n, 6);
+  record.dests.forEach((dest, i) => bytes.writeUInt32LE(dest, 8 + 4 * i));
+  bytes.writeUInt32LE(record.payload.length, 8 + 4 * n);
+  record.payload.copy(bytes, 12 + 4 * n);
+  return bytes;
 }
 
 /** Every record of a batch, payloads copied (so they outlive the batch's buffer). */
-export function readRecords(type: TupleFrameType, bytes: Buffer): TupleRecord[] {
-  const reader = new TupleReader(type, bytes);
+export function readRecords(bytes: Buffer): TupleRecord[] {
+  const reader = new TupleReader(bytes);
   const records: TupleRecord[] = [];
   while (reader.next()) {
-    const payload = Buffer.from(reader.payload());
-    if (type === DELIVER) {
-      records.push(deliverRecord(reader.srcTask, reader.stream, payload));
-      continue;
-    }
     const dests = Array.from({ length: reader.destCount }, (_, i) => reader.dest(i));
-    records.push(
-      type === EMIT
-        ? emitRecord(reader.stream, dests, payload)
-        : forwardRecord(reader.srcTask, reader.stream, dests, payload),
-    );
+    records.push(tupleRecord(reader.srcTask, reader.stream, dests, Buffer.from(reader.payload())));
   }
   return records;
 }
@@ -104,22 +99,40 @@ export function recordBytes(type: TupleFrameType, records: readonly TupleRecord[
   return tupleFrameRecords(decodeFrame(writer.finish()), type);
 }
 
+/** A TupleWriter that counts the calls made to it. */
+class CountingWriter extends TupleWriter {
+  appendCalls = 0;
+  appendRecordsCalls = 0;
+
+  override append(...args: Parameters<TupleWriter["append"]>): void {
+    this.appendCalls++;
+    super.append(...args);
+  }
+
+  override appendRecords(...args: Parameters<TupleWriter["appendRecords"]>): void {
+    this.appendRecordsCalls++;
+    super.appendRecords(...args);
+  }
+}
+
 /**
  * An Outlet over real TupleWriters, sealing its open batch when the type changes like a
- * Connection does. It checks what a Connection relies on: no empty batch is ever sealed, and
- * queued() follows the appends.
+ * Connection does. It checks what a Connection relies on: no empty batch is ever sealed, a
+ * batch's count is the number of records it holds, and queued() follows the appends.
  */
 export class RecordingOutlet implements Outlet {
   readonly frames: Buffer[] = [];
   queuedCalls = 0;
-  private writer: TupleWriter | undefined;
+  private sealedAppendCalls = 0;
+  private sealedAppendRecordsCalls = 0;
+  private writer: CountingWriter | undefined;
   private sealedCount = 0;
   private countAtQueued = 0;
 
   tuples(type: TupleFrameType): TupleWriter {
     if (this.writer === undefined || this.writer.type !== type) {
       this.seal();
-      this.writer = new TupleWriter(type);
+      this.writer = new CountingWriter(type);
     }
     return this.writer;
   }
@@ -129,6 +142,16 @@ export class RecordingOutlet implements Outlet {
     this.countAtQueued = this.total;
   }
 
+  /** Calls of append() on this outlet's writers (a record at a time). */
+  get appendCalls(): number {
+    return this.sealedAppendCalls + (this.writer?.appendCalls ?? 0);
+  }
+
+  /** Calls of appendRecords() on this outlet's writers (whole records copied). */
+  get appendRecordsCalls(): number {
+    return this.sealedAppendRecordsCalls + (this.writer?.appendRecordsCalls ?? 0);
+  }
+
   /** Records appended since the last queued() call. */
   get unqueued(): number {
     return this.total - this.countAtQueued;
@@ -136,10 +159,13 @@ export class RecordingOutlet implements Outlet {
 
   /** Every record given to this outlet, in order; they must all be of `type`. */
   records(type: TupleFrameType): TupleRecord[] {
+    return readRecords(this.bytes(type));
+  }
+
+  /** The records bytes of every batch given to this outlet, concatenated; all of `type`. */
+  bytes(type: TupleFrameType): Buffer {
     this.seal();
-    return this.frames.flatMap((frame) =>
-      readRecords(type, tupleFrameRecords(decodeFrame(frame), type)),
-    );
+    return Buffer.concat(this.frames.map((frame) => tupleFrameRecords(decodeFrame(frame), type)));
   }
 
   private get total(): number {
@@ -147,10 +173,16 @@ export class RecordingOutlet implements Outlet {
   }
 
   private seal(): void {
-    if (this.writer === undefined) return;
-    assert.ok(this.writer.count > 0, "an empty tuple batch was opened (it would be FRAME_INVALID)");
-    this.sealedCount += this.writer.count;
-    this.frames.push(this.writer.finish());
+    const writer = this.writer;
+    if (writer === undefined) return;
+    assert.ok(writer.count > 0, "an empty tuple batch was opened (it would be FRAME_INVALID)");
+    const frame = writer.finish();
+    const held = readRecords(tupleFrameRecords(decodeFrame(frame), writer.type)).length;
+    assert.equal(writer.count, held, "the batch's count is the number of records it holds");
+    this.sealedCount += writer.count;
+    this.sealedAppendCalls += writer.appendCalls;
+    this.sealedAppendRecordsCalls += writer.appendRecordsCalls;
+    this.frames.push(frame);
     this.writer = undefined;
   }
 }
