@@ -10,7 +10,6 @@ import {
   pack,
   parseReplicaName,
   replicaName,
-  taskOf,
   tasksIn,
 } from "../../src/platform/plan/physical-plan.js";
 import { int, withSeed, type Random } from "./helpers/random.js";
@@ -174,12 +173,6 @@ describe("plan lookups", () => {
       tasksIn(plan, 2).map((t) => t.task),
       [4],
     );
-  });
-
-  it("taskOf finds a replica and throws for an unknown one", () => {
-    assert.equal(taskOf(plan, { stage: "mid", index: 2 }).task, 4);
-    assert.throws(() => taskOf(plan, { stage: "mid", index: 3 }), TopologyError);
-    assert.throws(() => taskOf(plan, { stage: "nope", index: 0 }), TopologyError);
   });
 
   it("parseReplicaName inverts replicaName and rejects anything else", () => {

@@ -48,12 +48,6 @@ export function tasksIn(plan: PhysicalPlan, container: number): TaskPlacement[] 
   return plan.tasks.filter((t) => t.container === container);
 }
 
-export function taskOf(plan: PhysicalPlan, replica: ReplicaId): TaskPlacement {
-  const found = plan.tasks.find((t) => t.stage === replica.stage && t.index === replica.index);
-  if (!found) throw new TopologyError(`no replica ${replica.stage}:${replica.index} in the plan`);
-  return found;
-}
-
 export function replicaName(replica: ReplicaId): string {
   return `${replica.stage}:${replica.index}`;
 }

@@ -12,6 +12,7 @@ import { processStats } from "../runtime/process-stats.js";
 import { loadPlan } from "../runtime/topology-loader.js";
 import { ClientLink, listen } from "../transport/tcp.js";
 import type { Connection } from "../wire/connection.js";
+import { WireError } from "../wire/errors.js";
 import {
   EMIT,
   FORWARD,
@@ -76,8 +77,9 @@ const { port } = await listen<InstanceMessage | PeerMessage>(
   (connection) => {
     connection.start({
       onReady: (peer) => {
-        if (peer.role === "instance") acceptInstance(connection as Connection<InstanceMessage>);
-        else if (peer.role === "peer") acceptPeer(connection as Connection<PeerMessage>, peer.id);
+        if (peer.role === "instance") {
+          acceptInstance(connection as Connection<InstanceMessage>, peer.id);
+        } else if (peer.role === "peer") acceptPeer(connection as Connection<PeerMessage>, peer.id);
         else connection.close(`role ${peer.role} may not connect to a stream manager`);
       },
       onMessage: () => connection.close("message before role was known"),
@@ -85,7 +87,8 @@ const { port } = await listen<InstanceMessage | PeerMessage>(
   },
 );
 
-function acceptInstance(connection: Connection<InstanceMessage>): void {
+/** `name`: the `stage:index` the instance authenticated as; it may register only that task. */
+function acceptInstance(connection: Connection<InstanceMessage>, name: string): void {
   let self: LocalInstance | undefined;
   connection.start({
     onMessage: (message) => {
@@ -94,7 +97,12 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
         try {
           router.fromInstance(self.task, message[1]);
         } catch (error) {
-          log.warn({ event: "frame-rejected", reason: (error as Error).message, task: self.task });
+          log.warn({
+            event: "frame-rejected",
+            code: codeOf(error),
+            reason: (error as Error).message,
+            task: self.task,
+          });
           connection.close((error as Error).message);
         }
         checkCongestion();
@@ -103,7 +111,12 @@ function acceptInstance(connection: Connection<InstanceMessage>): void {
       switch (message.t) {
         case "register": {
           const placement = plan.tasks[message.task];
-          if (self || !placement || placement.container !== container) {
+          if (
+            self ||
+            !placement ||
+            placement.container !== container ||
+            replicaName(placement) !== name
+          ) {
             return connection.close(`bad registration for task ${message.task}`);
           }
           instances.get(message.task)?.connection.close("replaced by a new incarnation");
@@ -174,7 +187,12 @@ function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
         try {
           router.fromPeer(message[1]);
         } catch (error) {
-          log.warn({ event: "frame-rejected", reason: (error as Error).message, peer: from });
+          log.warn({
+            event: "frame-rejected",
+            code: codeOf(error),
+            reason: (error as Error).message,
+            peer: from,
+          });
           connection.close((error as Error).message);
         }
         checkCongestion();
@@ -191,6 +209,10 @@ function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
       updateSourceThrottle();
     },
   });
+}
+
+function codeOf(error: unknown): string {
+  return error instanceof WireError ? error.code : "INTERNAL";
 }
 
 function isSource(task: number): boolean {
