@@ -9,15 +9,8 @@ import { afterEach, describe, it } from "node:test";
 import { encodeFrame, FrameDecoder, decodeBody } from "../../src/platform/wire/frames.js";
 import { EMIT, TupleWriter } from "../../src/platform/wire/tuples.js";
 import { pack } from "msgpackr";
+import type { LinkState } from "../fixtures/sequence-topology.js";
 import { fixture, isAlive, TestCluster, waitFor, type Status } from "./harness.js";
-
-interface LinkState {
-  incarnation: number;
-  received: number;
-  last: number;
-  gaps: number;
-  outOfOrder: number;
-}
 
 function links(status: Status, index: number): Record<string, LinkState> {
   const checker = status.instances.find((i) => i.stage === "checker" && i.index === index)!;
