@@ -20,6 +20,16 @@
  * - The per-key model is a single register (absent or a string), so a state is one small
  *   integer once the key's values are interned.
  *
+ * Before searching, each key gets a cheap sound test that catches a read no write can explain
+ * (stale, or of a value never written) in O(n log n): proving such a violation by search means
+ * exhausting every order of the operations before it, which for a busy key can exceed any budget.
+ *
+ * Two refinements keep concurrent histories tractable. The memo's set of linearized operations
+ * is encoded relative to how far the search has got, so it stays as small as the history's
+ * concurrency however long the history is. And operations that cannot change the register (a
+ * get, a failed cas) are committed as soon as the current state explains them rather than
+ * branched on, so the search branches only over the order of writes.
+ *
  * Operations that never returned (the client timed out or crashed) may have taken effect at any
  * time after their invocation, or not at all, and what they would have returned is unknown. They
  * are the expensive part of the search: each one that is linearized somewhere is one more bit in
@@ -53,15 +63,21 @@ export interface Operation {
 export type CheckResult =
   | { ok: true }
   /**
-   * `operations` are those at the point where the search got furthest: the write that produced
-   * the value seen there (when there is one), then every operation on the key that could have
-   * come next — including the one that had to take effect before it returned and could not.
+   * `operations` explain the verdict. For a read that nothing can explain (see `impossibleRead`):
+   * that read, then every operation that might have written the value it saw. Otherwise, those
+   * at the point where the search got furthest: the write that produced the value there (when
+   * there is one), then every operation on the key that could have come next — including the one
+   * that had to take effect before it returned and could not.
    */
   | { ok: false; key: string; reason: string; operations: Operation[] }
   | { ok: "unknown"; reason: string };
 
 export interface CheckOptions {
-  /** Search steps allowed over all keys before giving up with `ok: "unknown"`. */
+  /**
+   * Search steps allowed over all keys before giving up with `ok: "unknown"`. A step is one
+   * configuration explored, i.e. one memo entry, so this bounds memory as well as time (a few
+   * microseconds and some tens of bytes each).
+   */
   maxSteps?: number;
 }
 
@@ -271,6 +287,9 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
   let pendingCount = 0;
   for (const e of entries) e.slot = e.completed ? completedCount++ : pendingCount++;
   if (completedCount === 0) return { ok: true };
+  const impossible = impossibleRead(entries);
+  if (impossible !== undefined) return impossible.outcome(key);
+
   // What pending compare-and-sets expect: the only states a run of pending operations can pass
   // through on its way to somewhere else (see `useful` below).
   const pendingCasExpects = new Set<number>();
@@ -324,8 +343,9 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
   // grows along any one path), so membership alone means "fails from here".
   //
   // The set is kept small. Operations are sorted by invocation, so the completed ones linearized
-  // on a path are a prefix (`frontier` of them) plus a few beyond it, never further ahead than
-  // the history's concurrency: a `window` bitset relative to the frontier. Pending operations may
+  // on a path are a prefix (`frontier` of them) plus some beyond it, all overlapping the oldest
+  // one not yet linearized: a `window` bitset relative to the frontier, as wide as the history
+  // is concurrent. Pending operations may
   // stay unplaced forever, which would pin such a frontier, so they have a bitset of their own
   // (`pendingBits`; timeouts are the exception, so it stays short). All of it is packed into one
   // bigint: the (state, runStart) code, the frontier, the pending bits, and on top the window,
@@ -336,7 +356,10 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
   const pendingShift = frontierShift + 32n;
   const windowShift = pendingShift + BigInt(pendingCount);
   const pendingBit = Array.from({ length: pendingCount }, (_, i) => 1n << BigInt(i));
-  const seen = new Set<bigint>();
+  // Buckets by a 32-bit hash rather than a Set of bigints: V8 hashes a bigint by its lowest
+  // digit only, and here the varying bits are at the top, so a Set degrades to linear probing.
+  // The hash of the set is kept incrementally, XOR-ing each operation's fixed pseudo-random word.
+  const memo = new Map<number, bigint[]>();
 
   // The current path, and for each step on it what to restore when it is undone.
   const stackOp = new Int32Array(n);
@@ -345,11 +368,13 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
   const stackFrontier = new Int32Array(n);
   const stackWindow: bigint[] = [];
   const stackPending: bigint[] = [];
+  const stackHash = new Int32Array(n);
   const stackForced = new Uint8Array(n);
   let depth = 0;
   let frontier = 0;
   let window = 0n;
   let pendingBits = 0n;
+  let setHash = 0;
   let state = ABSENT;
   let runStart = NO_RUN;
   let done = 0; // completed operations on the path; all of them linearized = success
@@ -358,54 +383,6 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
   let fresh = true; // the path has just grown: look for a read to commit
   let unwinding = false; // undoing a forced step: its configuration fails, so its parent does too
   let exhausted = false;
-
-  /** Extends the path with operation i; false if that configuration failed before (or the budget is spent). */
-  const advance = (i: number, after: number, runAfter: number, forced: boolean): boolean => {
-    const e = entries[i]!;
-    let f = frontier;
-    let w = window;
-    let p = pendingBits;
-    if (e.completed) {
-      w |= 1n << BigInt(e.slot - f);
-      while ((w & 1n) === 1n) {
-        w >>= 1n;
-        f++;
-      }
-    } else {
-      p |= pendingBit[e.slot]!;
-    }
-    const k =
-      (w << windowShift) |
-      (p << pendingShift) |
-      (BigInt(f) << frontierShift) |
-      BigInt(after * runCodes + runAfter + 1);
-    if (seen.has(k)) return false;
-    if (budget.remaining <= 0) {
-      exhausted = true;
-      return false;
-    }
-    budget.remaining--;
-    seen.add(k);
-    stackOp[depth] = i;
-    stackState[depth] = state;
-    stackRun[depth] = runStart;
-    stackFrontier[depth] = frontier;
-    stackWindow[depth] = window;
-    stackPending[depth] = pendingBits;
-    stackForced[depth] = forced ? 1 : 0;
-    depth++;
-    frontier = f;
-    window = w;
-    pendingBits = p;
-    state = after;
-    runStart = runAfter;
-    if (e.completed) done++;
-    lift(i);
-    needyValid = false;
-    fresh = true;
-    node = next[0]!;
-    return true;
-  };
 
   // The completed candidates that reject the state the current run started from (or the current
   // state when no run is open): by rule 1 only these can end a run, so a pending operation is
@@ -427,6 +404,58 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
       needyValid = true;
     }
     return needy.some((c) => stepCompleted(entries[c]!, after) !== REJECTED);
+  };
+
+  /** Extends the path with operation i; false if its configuration failed before, or the budget is spent. */
+  const advance = (i: number, after: number, runAfter: number, forced: boolean): boolean => {
+    const e = entries[i]!;
+    let f = frontier;
+    let w = window;
+    let p = pendingBits;
+    if (e.completed) {
+      w |= 1n << BigInt(e.slot - f);
+      while ((w & 1n) === 1n) {
+        w >>= 1n;
+        f++;
+      }
+    } else {
+      p |= pendingBit[e.slot]!;
+    }
+    const code = after * runCodes + runAfter + 1;
+    const k =
+      (w << windowShift) | (p << pendingShift) | (BigInt(f) << frontierShift) | BigInt(code);
+    const h = setHash ^ mix32(i + 1);
+    const hash = mix32(h ^ Math.imul(code, 0x9e3779b1));
+    const bucket = memo.get(hash);
+    if (bucket?.includes(k)) return false;
+    if (budget.remaining <= 0) {
+      exhausted = true;
+      return false;
+    }
+    budget.remaining--;
+    if (bucket === undefined) memo.set(hash, [k]);
+    else bucket.push(k);
+    stackOp[depth] = i;
+    stackState[depth] = state;
+    stackRun[depth] = runStart;
+    stackFrontier[depth] = frontier;
+    stackWindow[depth] = window;
+    stackPending[depth] = pendingBits;
+    stackHash[depth] = setHash;
+    stackForced[depth] = forced ? 1 : 0;
+    depth++;
+    frontier = f;
+    window = w;
+    pendingBits = p;
+    setHash = h;
+    state = after;
+    runStart = runAfter;
+    if (e.completed) done++;
+    lift(i);
+    needyValid = false;
+    fresh = true;
+    node = next[0]!;
+    return true;
   };
 
   /** A completed read-only candidate explained at the current state, or -1. */
@@ -497,6 +526,7 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
       frontier = stackFrontier[depth]!;
       window = stackWindow[depth]!;
       pendingBits = stackPending[depth]!;
+      setHash = stackHash[depth]!;
       if (entries[i]!.completed) done--;
       unlift(i);
       needyValid = false;
@@ -518,6 +548,98 @@ function checkKey(key: string, operations: Operation[], budget: { remaining: num
     if (exhausted) continue; // reported at the top
     node = next[node]!;
   }
+}
+
+/**
+ * A quick, sound test run before the search: an operation that reads a value (a get, a successful
+ * cas reading what it expected, a delete that found the key absent) needs some write of that
+ * value — or, for "absent", the initial state — that is not wholly after it and is not followed
+ * by another completed write wholly before it: completed operations take effect within their
+ * intervals, so such a write would always overwrite the value first. When no write qualifies the
+ * history is certainly not linearizable. This is how the commonest violations (stale reads,
+ * values never written) show up, and here they cost O(n log n) instead of an exhaustive search,
+ * which for a heavily concurrent key can exceed any budget.
+ */
+function impossibleRead(entries: Entry[]): { outcome: (key: string) => KeyOutcome } | undefined {
+  // Completed operations that certainly wrote (entries are in invocation order), and for each
+  // position the earliest return among those invoked from there on.
+  const writes = entries.filter(
+    (e) => e.completed && e.type !== "get" && (e.type !== "cas" || e.observed === 1),
+  );
+  const invoked = writes.map((e) => e.source.invokedAt);
+  const earliestReturnFrom = new Float64Array(writes.length + 1).fill(Infinity);
+  for (let j = writes.length - 1; j >= 0; j--) {
+    earliestReturnFrom[j] = Math.min(earliestReturnFrom[j + 1]!, writes[j]!.source.returnedAt!);
+  }
+  /** Whether some completed write was invoked after `from` and returned before `to`. */
+  const overwrittenBetween = (from: number, to: number): boolean => {
+    let lo = 0;
+    let hi = invoked.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (invoked[mid]! > from) hi = mid;
+      else lo = mid + 1;
+    }
+    return earliestReturnFrom[lo]! < to;
+  };
+
+  // Every operation that may have written each state, pending ones included.
+  const writers = new Map<number, Entry[]>();
+  for (const e of entries) {
+    const casMayHaveSucceeded = !e.completed || e.observed === 1;
+    const wrote =
+      e.type === "put" || (e.type === "cas" && casMayHaveSucceeded)
+        ? e.write
+        : e.type === "delete"
+          ? ABSENT
+          : undefined;
+    if (wrote === undefined) continue;
+    const list = writers.get(wrote);
+    if (list === undefined) writers.set(wrote, [e]);
+    else list.push(e);
+  }
+
+  for (const reader of entries) {
+    if (!reader.completed) continue;
+    let read: number;
+    if (reader.type === "get") read = reader.observed;
+    else if (reader.type === "cas" && reader.observed === 1) read = reader.expected;
+    else if (reader.type === "delete" && reader.observed === 0) read = ABSENT;
+    else continue;
+    const { invokedAt, returnedAt } = reader.source;
+    if (read === ABSENT && !overwrittenBetween(-Infinity, invokedAt)) continue; // initial state
+    const sources = writers.get(read) ?? [];
+    const explained = sources.some(
+      (w) =>
+        w !== reader &&
+        !(returnedAt! < w.source.invokedAt) &&
+        !(w.completed && overwrittenBetween(w.source.returnedAt!, invokedAt)),
+    );
+    if (explained) continue;
+    return {
+      outcome: (key) => ({
+        ok: false,
+        key,
+        reason:
+          `key ${JSON.stringify(key)}: ${describeOperation(reader.source)} cannot be explained: ` +
+          (sources.length === 0 && read !== ABSENT
+            ? "no operation writes the value it read"
+            : `each of the ${sources.length} operation(s) that may have written the value it ` +
+              `read either began after it returned or was overwritten by a write that completed ` +
+              `before it began` +
+              (read === ABSENT ? " (as was the initial absent state)" : "")),
+        operations: [reader.source, ...sources.map((w) => w.source)],
+      }),
+    };
+  }
+  return undefined;
+}
+
+/** A 32-bit integer mix (MurmurHash3's finalizer): spreads nearby inputs over all bits. */
+function mix32(x: number): number {
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  return x ^ (x >>> 16);
 }
 
 /** The most recent operation on the path that wrote the register, before any open run; or -1. */
