@@ -3,9 +3,14 @@ import Table from "cli-table3";
 import { readFileSync } from "node:fs";
 import { pino } from "pino";
 import type { ContainerStatus, InstanceStatus } from "../platform/tmaster/plan-tracker.js";
-import { DEFAULT_INSTANCE_TIMEOUT_MS, LocalCluster } from "../platform/runtime/launcher.js";
+import {
+  DEFAULT_GATEWAY_PORT,
+  DEFAULT_INSTANCE_TIMEOUT_MS,
+  LocalCluster,
+} from "../platform/runtime/launcher.js";
 import { adminRequest, readClusterFile } from "./cluster-client.js";
 import { registerBench } from "./bench.js";
+import { registerSim } from "./sim.js";
 
 function integer(min: number, max: number) {
   return (text: string): number => {
@@ -32,7 +37,11 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command("start")
     .description("run a topology locally in the foreground until SIGINT/SIGTERM")
-    .option("--topology <name|module>", "built-in topology name or module path", "demo")
+    .option(
+      "--topology <name|module>",
+      "built-in topology (kv: the replicated key-value service; demo) or module path",
+      "kv",
+    )
     .option("--param <key=value>", "topology parameter (repeatable)", param, {})
     .addOption(
       new Option("--containers <n>", "number of containers").argParser(integer(1, 256)).default(3),
@@ -44,6 +53,14 @@ export async function main(argv: string[]): Promise<void> {
       new Option("--admin-port <port>", "admin HTTP port (0: any)")
         .argParser(integer(0, 65535))
         .default(7800),
+    )
+    .addOption(
+      new Option(
+        "--gateway-port <port>",
+        "client port of container 0's gateway; container c's is this + c (0: any)",
+      )
+        .argParser(integer(0, 65535))
+        .default(DEFAULT_GATEWAY_PORT),
     )
     .option(
       "--secret-file <path>",
@@ -81,6 +98,7 @@ export async function main(argv: string[]): Promise<void> {
           dataDir: options.dataDir,
           host: options.host,
           adminPort: options.adminPort,
+          gatewayPort: options.gatewayPort,
           secret,
           heartbeatMs: options.heartbeatMs,
           heartbeatTimeoutMs: options.heartbeatTimeoutMs,
@@ -94,10 +112,16 @@ export async function main(argv: string[]): Promise<void> {
           topology: options.topology,
           containers: options.containers,
           admin: cluster.adminUrl,
+          gateways: cluster.gateways,
           dataDir: cluster.config.dataDir,
         },
-        `tara running: admin ${cluster.adminUrl}, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
+        `tara running: admin ${cluster.adminUrl}` +
+          (cluster.gateways.length > 0
+            ? `, clients connect to ${cluster.gateways.join(" ")}`
+            : "") +
+          `, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
       );
+      if (cluster.gateways.length > 0) console.log(`gateways: ${cluster.gateways.join(" ")}`);
       await new Promise<void>((resolve) => {
         process.once("SIGINT", resolve);
         process.once("SIGTERM", resolve);
@@ -111,17 +135,19 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(dataDir())
     .option("--json", "print the raw JSON", false)
     .action(async (options) => {
-      const status = (await adminRequest(readClusterFile(options.dataDir), "GET", "/status")) as {
+      const cluster = readClusterFile(options.dataDir);
+      const status = (await adminRequest(cluster, "GET", "/status")) as {
         topology: string;
         containers: ContainerStatus[];
         instances: InstanceStatus[];
       };
+      const gateways = cluster.gateways ?? [];
       if (options.json) {
-        console.log(JSON.stringify(status, null, 2));
+        console.log(JSON.stringify({ ...status, gateways }, null, 2));
         return;
       }
       const containers = new Table({
-        head: ["container", "state", "stmgr pid", "port", "restarts", "backpressure"],
+        head: ["container", "state", "stmgr pid", "port", "restarts", "backpressure", "gateway"],
       });
       for (const c of status.containers) {
         containers.push([
@@ -131,6 +157,7 @@ export async function main(argv: string[]): Promise<void> {
           c.stmgr?.port ?? "-",
           c.stmgr?.restarts ?? 0,
           c.backpressure ? "on" : "off",
+          gateways[c.container] ?? "-",
         ]);
       }
       const instances = new Table({
@@ -183,6 +210,7 @@ export async function main(argv: string[]): Promise<void> {
     });
 
   registerBench(program);
+  registerSim(program);
 
   try {
     await program.parseAsync(argv);

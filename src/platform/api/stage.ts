@@ -49,6 +49,16 @@ export interface Checkpoints {
   readonly mechanism: "none";
 }
 
+/**
+ * External I/O of a replica: what clients send enters a source through `onExternal`, and what
+ * a stage hands to `external.send` leaves the topology (e.g. replies to clients). The
+ * deployment supplies the other end: gateway connections in real processes, simulated clients
+ * in the simulator.
+ */
+export interface External {
+  send(output: Tuple): void;
+}
+
 export interface StageContext {
   readonly self: ReplicaId;
   /** 1 for the first run of this replica, +1 on every restart. */
@@ -62,6 +72,8 @@ export interface StageContext {
   readonly clock: Clock;
   readonly log: Log;
   readonly checkpoints: Checkpoints;
+  /** Output to the outside world; a no-op sink for a stage without a port. */
+  readonly external: External;
   /** A small JSON object shown for this replica in `tara status` (last one set wins). */
   setStatus(status: Record<string, unknown>): void;
 }
@@ -71,6 +83,8 @@ export interface Stage {
   onStart?(ctx: StageContext): void;
   onTuple(input: Incoming, ctx: StageContext): void;
   onTimer?(name: string, ctx: StageContext): void;
+  /** Input from the outside world through this stage's port (see `StageOptions.port`). */
+  onExternal?(input: Tuple, ctx: StageContext): void;
 }
 
 /**

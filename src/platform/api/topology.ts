@@ -2,7 +2,7 @@
  * The logical topology: stages, their parallelism, their output streams and who consumes
  * them with which grouping. Cycles are allowed (TARA has feedback streams).
  */
-import type { Source, Stage } from "./stage.js";
+import type { Log, Source, Stage, Tuple } from "./stage.js";
 
 export type Grouping =
   | { readonly kind: "all" }
@@ -30,11 +30,47 @@ export interface StageSpec {
   readonly outputs: readonly string[];
   readonly inputs: readonly Subscription[];
   readonly create: (index: number) => Stage | Source;
+  /** How a replica of this stage reaches the outside world in real processes, if it does. */
+  readonly port?: PortFactory;
 }
+
+/** Where a port runs: enough to find the container's gateway and authenticate to it. */
+export interface PortEnvironment {
+  /** The replica's stage, and how many replicas it has (the port's index is one of them). */
+  readonly stage: string;
+  readonly parallelism: number;
+  readonly host: string;
+  /** Directory of the current run; gateways publish their addresses there. */
+  readonly runDir: string;
+  readonly secret: Buffer;
+  readonly container: number;
+  readonly containers: number;
+  readonly log: Log;
+}
+
+/**
+ * The real-process end of a stage's external I/O. The platform calls `open` once with the
+ * function that hands an input to the stage's `onExternal`, `send` for each `ctx.external.send`,
+ * `pause`/`resume` while a source is throttled (stop reading input), and `close` at exit.
+ */
+export interface ExternalPort {
+  open(deliver: (input: Tuple) => void): void;
+  send(output: Tuple): void;
+  pause(): void;
+  resume(): void;
+  close(): void;
+}
+
+export type PortFactory = (index: number, env: PortEnvironment) => ExternalPort;
 
 export interface Topology {
   readonly name: string;
   readonly stages: readonly StageSpec[];
+  /**
+   * href of a module the platform runs as one supervised process per container (the client
+   * gateway), next to the stream manager; none if unset.
+   */
+  readonly gateway?: string;
 }
 
 export class TopologyError extends Error {
@@ -44,12 +80,14 @@ export class TopologyError extends Error {
 interface StageOptions {
   parallelism: number;
   outputs?: readonly string[];
+  port?: PortFactory;
 }
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 export class TopologyBuilder {
   private readonly stages: StageSpec[] = [];
+  private gatewayModule: string | undefined;
 
   constructor(private readonly name: string) {
     if (!NAME.test(name)) throw new TopologyError(`invalid topology name ${JSON.stringify(name)}`);
@@ -71,6 +109,15 @@ export class TopologyBuilder {
       create,
       ...withDefaults(options),
     });
+  }
+
+  /** Runs `module` as a process in every container (see `Topology.gateway`). */
+  gateway(module: URL): this {
+    if (module.protocol !== "file:") {
+      throw new TopologyError(`gateway module must be a file: URL, got ${module.href}`);
+    }
+    this.gatewayModule = module.href;
+    return this;
   }
 
   build(): Topology {
@@ -97,7 +144,11 @@ export class TopologyBuilder {
         }
       }
     }
-    return { name: this.name, stages: [...this.stages] };
+    return {
+      name: this.name,
+      stages: [...this.stages],
+      ...(this.gatewayModule ? { gateway: this.gatewayModule } : {}),
+    };
   }
 
   private add(spec: StageSpec): this {
@@ -122,7 +173,11 @@ export class TopologyBuilder {
 }
 
 function withDefaults(options: StageOptions) {
-  return { parallelism: options.parallelism, outputs: options.outputs ?? [] };
+  return {
+    parallelism: options.parallelism,
+    outputs: options.outputs ?? [],
+    ...(options.port ? { port: options.port } : {}),
+  };
 }
 
 /** What a topology module exports: a factory taking string parameters (`--param k=v`). */

@@ -1,12 +1,19 @@
 /**
  * Runs one stage replica: builds its context, turns emits into routed tuple frames, runs its
  * timers, and holds a source's handlers while the platform throttles it. It knows nothing of
- * sockets: frames leave through `send`, which the process shell connects to the stream manager.
+ * sockets: frames leave through `send`, which the process shell connects to the stream manager,
+ * and external I/O goes through the stage's port (if it has one), created here from the
+ * environment the shell passes.
  */
 import { C1, pack, unpack } from "msgpackr";
 import type { Logger } from "pino";
 import type { ReplicaId, Stage, StageContext, Tuple, Source } from "../api/stage.js";
-import { TopologyError, type StageSpec } from "../api/topology.js";
+import {
+  TopologyError,
+  type ExternalPort,
+  type PortEnvironment,
+  type StageSpec,
+} from "../api/topology.js";
 import type { PhysicalPlan } from "../plan/physical-plan.js";
 import { RoutingTable } from "../plan/routing.js";
 import { WireError } from "../wire/errors.js";
@@ -19,6 +26,11 @@ export interface ExecutorOptions {
   /** Hands a tuple to the stream manager; false if it could not (disconnected): dropped. */
   readonly send: (streamIndex: number, dests: number | number[], payload: Uint8Array) => boolean;
   readonly now?: () => number;
+  /**
+   * Where the stage's port runs; without it (or without a port in the stage's spec) the stage
+   * has no external I/O: `ctx.external.send` drops its output.
+   */
+  readonly portEnvironment?: Omit<PortEnvironment, "stage" | "parallelism">;
 }
 
 export class Executor {
@@ -34,6 +46,10 @@ export class Executor {
   private readonly heldTimers = new Set<string>();
   private throttledBy = new Set<string>();
   private started = false;
+  private readonly port: ExternalPort | undefined;
+  /** External inputs that arrived while the source was throttled (in flight as it paused). */
+  private heldExternal: Tuple[] = [];
+  private portPaused = false;
   /** Output streams of every stage, by index: tuples name their stream by index. */
   private readonly outputsOf: Map<string, readonly string[]>;
 
@@ -45,6 +61,11 @@ export class Executor {
     this.outputsOf = new Map(plan.topology.stages.map((s) => [s.name, s.outputs]));
     this.stage = spec.create(self.index);
     this.routing = new RoutingTable(plan, self.stage, self.index);
+    const env = options.portEnvironment;
+    this.port =
+      spec.port && env
+        ? spec.port(self.index, { ...env, stage: spec.name, parallelism: spec.parallelism })
+        : undefined;
     this.context = this.createContext();
   }
 
@@ -56,6 +77,20 @@ export class Executor {
     if (this.started) return;
     this.started = true;
     this.stage.onStart?.(this.context);
+    if (this.port) {
+      this.updatePortPause();
+      this.port.open((input) => this.external(input));
+    }
+  }
+
+  /** One input from the port: to the stage, or held while a source is throttled. */
+  private external(input: Tuple): void {
+    if (this.spec.isSource && this.throttled) {
+      this.heldExternal.push(input);
+      return;
+    }
+    this.tuplesIn++;
+    this.stage.onExternal?.(input, this.context);
   }
 
   /**
@@ -85,16 +120,34 @@ export class Executor {
     const was = this.throttled;
     if (on) this.throttledBy.add(cause);
     else this.throttledBy.delete(cause);
+    this.updatePortPause();
     if (was && !this.throttled) {
       const held = [...this.heldTimers];
       this.heldTimers.clear();
       for (const name of held) this.fireTimer(name);
+      // What the stage does with one may throttle it again: the rest stays held then.
+      while (this.heldExternal.length > 0 && !this.throttled) {
+        this.external(this.heldExternal.shift());
+      }
+    }
+  }
+
+  /** A throttled source stops reading its port; a started, released one reads again. */
+  private updatePortPause(): void {
+    if (!this.port || !this.spec.isSource || !this.started) return;
+    if (this.throttled && !this.portPaused) {
+      this.portPaused = true;
+      this.port.pause();
+    } else if (!this.throttled && this.portPaused) {
+      this.portPaused = false;
+      this.port.resume();
     }
   }
 
   stop(): void {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
+    this.port?.close();
   }
 
   private fireTimer(name: string): void {
@@ -162,6 +215,9 @@ export class Executor {
       clock: { now },
       log,
       checkpoints: { mechanism: "none" },
+      external: {
+        send: this.port ? (output) => this.port!.send(output) : () => undefined,
+      },
       setStatus: (status) => {
         this.status = status;
       },

@@ -1,11 +1,12 @@
 /**
  * Process shell of one stage replica: connects the executor to the local stream manager,
  * reports to it every heartbeat, and follows the stream manager when it restarts elsewhere.
+ * A stage with a port gets its environment (run directory, cluster secret, container) here.
  */
 import { replicaName } from "../plan/physical-plan.js";
 import type { ParentMessage } from "../runtime/child.js";
 import { announceReady, exitWithParent } from "../runtime/child.js";
-import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { logDirOf, readProcessConfig, runDirOf } from "../runtime/config.js";
 import { createLogger } from "../runtime/log.js";
 import { processStats } from "../runtime/process-stats.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -46,6 +47,14 @@ const executor = new Executor({
   self: placement,
   incarnation,
   log,
+  portEnvironment: {
+    host: cluster.host,
+    runDir: runDirOf(cluster),
+    secret: Buffer.from(cluster.secret, "hex"),
+    container: placement.container,
+    containers: cluster.containers,
+    log,
+  },
   send: (streamIndex, dests, payload) => {
     const connection = link.ready;
     if (!connection) return false;

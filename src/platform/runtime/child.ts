@@ -8,9 +8,10 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { PROCESS_ENV, type ProcessConfig } from "./config.js";
 
-export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "instance";
+export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "instance" | "gateway";
 
-const entryPoints: Record<ProcessKind, URL> = {
+/** Entry points of the platform's own processes; a gateway's module is the topology's. */
+const entryPoints: Record<Exclude<ProcessKind, "gateway">, URL> = {
   tmaster: new URL("../tmaster/main.js", import.meta.url),
   supervisor: new URL("../supervisor/main.js", import.meta.url),
   stmgr: new URL("../stmgr/main.js", import.meta.url),
@@ -22,8 +23,11 @@ export type ChildMessage = { t: "ready"; port?: number; adminPort?: number };
 /** Messages a parent sends a child over IPC. */
 export type ParentMessage = { t: "stmgr-port"; port: number };
 
-export function forkChild(kind: ProcessKind, config: ProcessConfig): ChildProcess {
-  return fork(fileURLToPath(entryPoints[kind]), [kind], {
+/** Forks a platform process; `module` (a file: href) is required for, and only for, a gateway. */
+export function forkChild(kind: ProcessKind, config: ProcessConfig, module?: string): ChildProcess {
+  const entry = kind === "gateway" ? module : entryPoints[kind].href;
+  if (entry === undefined) throw new Error("a gateway process needs its module");
+  return fork(fileURLToPath(entry), [kind], {
     env: { ...process.env, [PROCESS_ENV]: JSON.stringify(config) },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
     serialization: "json",

@@ -17,6 +17,8 @@ export const clusterConfigSchema = z.object({
   host: z.string().min(1),
   tmasterPort: z.number().int().min(0).max(65535),
   adminPort: z.number().int().min(0).max(65535),
+  /** Base client port of the gateways: container c's listens on base + c; 0: any free port. */
+  gatewayPort: z.number().int().min(0).max(65535),
   heartbeatMs: z.number().int().min(10).max(60_000),
   /** A container whose stream manager is silent this long is considered dead. */
   heartbeatTimeoutMs: z.number().int().min(50).max(600_000),

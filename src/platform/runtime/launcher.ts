@@ -6,12 +6,14 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { pack } from "../plan/physical-plan.js";
 import { forkChild, stopChild, supervise, whenReady } from "./child.js";
-import type { ClusterConfig } from "./config.js";
+import { runDirOf, type ClusterConfig } from "./config.js";
 import { writeFileDurable } from "./durable-file.js";
+import { clientAddress, readGatewayFile } from "./gateway-file.js";
 import { loadTopology } from "./topology-loader.js";
 
 export interface LaunchOptions {
@@ -22,6 +24,8 @@ export interface LaunchOptions {
   dataDir: string;
   host: string;
   adminPort: number;
+  /** Base client port of the gateways (container c: base + c; 0: any); default 7850. */
+  gatewayPort?: number;
   secret?: string;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
@@ -34,25 +38,41 @@ export interface ClusterFile {
   adminUrl: string;
   secret: string;
   containers: number;
+  /** Client addresses ("host:port") of the gateways in container order, once all are up. */
+  gateways?: string[];
 }
 
 export const CLUSTER_FILE = "cluster.json";
 export const DEFAULT_INSTANCE_TIMEOUT_MS = 5000;
+export const DEFAULT_GATEWAY_PORT = 7850;
 
 export class LocalCluster {
   private tmaster: ChildProcess | undefined;
   private readonly supervisors = new Map<number, ChildProcess>();
   private stopping = false;
   adminUrl = "";
+  /** Client addresses of the gateways, in container order; empty without a gateway. */
+  gateways: string[] = [];
 
   private constructor(
     readonly config: ClusterConfig,
+    private readonly hasGateway: boolean,
     private readonly log: Logger,
   ) {}
 
   static async start(options: LaunchOptions, log: Logger): Promise<LocalCluster> {
     const topology = await loadTopology(options.topology, options.params);
     pack(topology, options); // validates the packing before any process starts
+    const gatewayPort = options.gatewayPort ?? DEFAULT_GATEWAY_PORT;
+    if (topology.gateway !== undefined && gatewayPort !== 0) {
+      if (gatewayPort + options.containers - 1 > 65535) {
+        throw new Error(`gateway ports ${gatewayPort}..+${options.containers - 1} exceed 65535`);
+      }
+      // A taken port would keep a gateway, and so the start, failing: say so now.
+      for (let c = 0; c < options.containers; c++) {
+        await checkPortFree(options.host, gatewayPort + c);
+      }
+    }
     const dataDir = resolve(options.dataDir);
     // A new run starts with new incarnations; checkpoints and logs stay.
     rmSync(join(dataDir, "run"), { recursive: true, force: true });
@@ -67,11 +87,12 @@ export class LocalCluster {
       host: options.host,
       tmasterPort: 0,
       adminPort: options.adminPort,
+      gatewayPort,
       heartbeatMs: options.heartbeatMs,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
       instanceTimeoutMs: options.instanceTimeoutMs ?? DEFAULT_INSTANCE_TIMEOUT_MS,
     };
-    const cluster = new LocalCluster(config, log);
+    const cluster = new LocalCluster(config, topology.gateway !== undefined, log);
     await cluster.startAll();
     return cluster;
   }
@@ -90,12 +111,23 @@ export class LocalCluster {
       secret: this.config.secret,
       containers: this.config.containers,
     };
-    writeFileDurable(join(this.config.dataDir, CLUSTER_FILE), JSON.stringify(clusterFile, null, 2));
+    const clusterPath = join(this.config.dataDir, CLUSTER_FILE);
+    writeFileDurable(clusterPath, JSON.stringify(clusterFile, null, 2));
     const started: Promise<unknown>[] = [];
     for (let container = 0; container < this.config.containers; container++) {
       started.push(whenReady(this.superviseContainer(container)));
     }
     await Promise.all(started);
+    if (!this.hasGateway) return;
+    // A supervisor is ready once its gateway published its addresses; they stay for the run.
+    const runDir = runDirOf(this.config);
+    for (let container = 0; container < this.config.containers; container++) {
+      const addresses = readGatewayFile(runDir, container);
+      if (!addresses) throw new Error(`the gateway of container ${container} published nothing`);
+      this.gateways.push(clientAddress(addresses));
+    }
+    clusterFile.gateways = this.gateways;
+    writeFileDurable(clusterPath, JSON.stringify(clusterFile, null, 2));
   }
 
   private superviseTmaster(): ChildProcess {
@@ -132,4 +164,15 @@ export class LocalCluster {
     await Promise.all(children.map((child) => stopChild(child, 5000)));
     this.log.info({ event: "stopped" }, "cluster stopped");
   }
+}
+
+/** Rejects with a clear message if `port` cannot be listened on now. */
+function checkPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      reject(new Error(`gateway port ${host}:${port} is not available (${error.code})`)),
+    );
+    server.listen(port, host, () => server.close(() => resolve()));
+  });
 }

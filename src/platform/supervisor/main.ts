@@ -1,6 +1,6 @@
 /**
- * Container supervisor: starts the container's stream manager and instances and restarts any
- * of them the moment it dies. A restarted instance keeps its identity (stage, index) and gets
+ * Container supervisor: starts the container's gateway (if the topology names one), stream
+ * manager and instances, and restarts any of them the moment it dies. A restarted instance keeps its identity (stage, index) and gets
  * the next incarnation number; incarnations are persisted before the start, so they keep
  * growing across restarts of the whole container.
  */
@@ -31,6 +31,7 @@ const incarnationsFile = join(runDirOf(cluster), `container-${container}-incarna
 const incarnations = readIncarnations();
 const instances = new Map<number, ChildProcess>();
 let stmgr: ChildProcess | undefined;
+let gateway: ChildProcess | undefined;
 let stmgrPort = 0;
 let stopping = false;
 
@@ -81,7 +82,32 @@ function startStmgr(): ChildProcess {
   return child;
 }
 
+function startGateway(module: string): ChildProcess {
+  const child = forkChild("gateway", { cluster, container }, module);
+  log.info({ event: "spawned", process: "gateway", pid: child.pid }, "gateway started");
+  return child;
+}
+
 const stopped = () => stopping;
+if (plan.topology.gateway !== undefined) {
+  const module = plan.topology.gateway;
+  // The gateway publishes its addresses before it is ready: once every container announced
+  // itself ready, the launcher finds every gateway's. A gateway that dies before being ready
+  // is restarted like any other, so wait for the first incarnation that makes it.
+  await new Promise<void>((resolve) => {
+    supervise("gateway", () => startGateway(module), {
+      log,
+      stopping: stopped,
+      onStarted: (child) => {
+        gateway = child;
+        whenReady(child).then(
+          () => resolve(),
+          () => undefined,
+        );
+      },
+    });
+  });
+}
 supervise("stmgr", startStmgr, { log, stopping: stopped, onStarted: (child) => (stmgr = child) });
 stmgrPort = (await whenReady(stmgr!)).port!;
 for (const placement of tasksIn(plan, container)) {
@@ -97,7 +123,9 @@ announceReady({});
 exitWithParent(async () => {
   stopping = true;
   await Promise.all(
-    [...instances.values(), ...(stmgr ? [stmgr] : [])].map((child) => stopChild(child)),
+    [...instances.values(), ...(stmgr ? [stmgr] : []), ...(gateway ? [gateway] : [])].map((child) =>
+      stopChild(child),
+    ),
   );
   log.info({ event: "stopped" }, "container supervisor stopped");
 });

@@ -3,8 +3,7 @@
  * client link that reconnects with backoff to wherever its target currently is.
  */
 import { createConnection, createServer, type Server } from "node:net";
-import type { Logger } from "pino";
-import { Connection, type Peer } from "../wire/connection.js";
+import { Connection, type LinkLog, type Peer } from "../wire/connection.js";
 
 export interface Address {
   readonly host: string;
@@ -14,7 +13,7 @@ export interface Address {
 export interface LinkOptions<In> {
   readonly secret: Buffer;
   readonly parse: (value: unknown) => In;
-  readonly log: Logger;
+  readonly log: LinkLog;
   readonly highWatermarkBytes?: number;
 }
 

@@ -5,7 +5,6 @@
  * never throws out of the process.
  */
 import type { Socket } from "node:net";
-import type { Logger } from "pino";
 import { WireError } from "./errors.js";
 import { decodeBody, encodeFrame, FrameDecoder, DEFAULT_MAX_FRAME_BYTES } from "./frames.js";
 import { TupleWriter, type TupleFrameType } from "./tuples.js";
@@ -15,6 +14,11 @@ import { challengeSchema, helloSchema, welcomeSchema, type Role } from "./messag
 export interface Peer {
   readonly role: Role;
   readonly id: string;
+}
+
+/** What a connection logs with: a pino logger, or a stage's `Log`. */
+export interface LinkLog {
+  warn(obj: object, msg?: string): void;
 }
 
 export interface ConnectionHandlers<In> {
@@ -31,7 +35,7 @@ export interface ConnectionOptions<In> {
   /** "server" accepts any authenticated peer; a client presents its own identity. */
   readonly side: "server" | Peer;
   readonly parse: (value: unknown) => In;
-  readonly log: Logger;
+  readonly log: LinkLog;
   readonly maxFrameBytes?: number;
   readonly handshakeTimeoutMs?: number;
   /** Above this many queued bytes the connection reports itself congested. */

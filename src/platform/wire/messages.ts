@@ -24,7 +24,8 @@ const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected byt
 const task = z.number().int().min(0).max(MAX_TASK);
 const count = z.number().int().min(0);
 
-export const roles = ["instance", "stmgr", "peer"] as const;
+/** port: a stage's external port, connecting to its container's gateway (src/tara/gateway). */
+export const roles = ["instance", "stmgr", "peer", "port"] as const;
 export type Role = (typeof roles)[number];
 
 export const challengeSchema = z.object({ t: z.literal("challenge"), nonce: bytes });
