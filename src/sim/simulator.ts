@@ -1,0 +1,684 @@
+/**
+ * Deterministic simulator: runs the production stage code of any topology in one process, on
+ * a virtual clock, over a seeded network with seeded faults.
+ *
+ * Everything a stage can observe goes through its StageContext, so the simulator only has to
+ * build contexts whose effects become events on one priority queue ordered by (virtual time,
+ * scheduling order). Nothing reads the wall clock or an unseeded random source: a run is a pure
+ * function of its seed (and of what the scenario does with `random`), so a failure is replayed
+ * by running its seed again.
+ *
+ * The model, chosen to match what the real platform can do:
+ *
+ * - Routing is the platform's: the physical plan of `pack` and one RoutingTable per replica.
+ * - Every tuple is encoded with msgpack when emitted and decoded for each receiver, as on the
+ *   wire: a receiver never shares an object (or a byte) with the sender or another receiver.
+ * - A link is a (source replica, destination replica) pair. Each message gets a random delay;
+ *   a link is FIFO (a message is never delivered before an earlier one on its link), different
+ *   links reorder freely.
+ * - A crash (SIGKILL) drops the replica's timers, what was held for it and everything still in
+ *   flight to it. Messages in flight from it may still arrive, except that each is lost with
+ *   probability `lossOnCrash`, and a lost one loses every later one on its link (a FIFO
+ *   stream cut short). Links to and from the replica start afresh: a restarted replica never receives
+ *   what was sent to its previous incarnation, and FIFO does not order messages of different
+ *   incarnations.
+ * - A paused replica (stuck process) runs no handler; its deliveries, timers and external
+ *   inputs are held in arrival order and run in that order once it resumes.
+ * - An exception in a handler is a bug of the stage code: it propagates out of step/runUntil.
+ */
+import { pack as msgpack, Unpackr } from "msgpackr";
+import type {
+  Incoming,
+  Log,
+  ReplicaId,
+  Source,
+  Stage,
+  StageContext,
+  Tuple,
+} from "../platform/api/stage.js";
+import { TopologyError, type StageSpec, type Topology } from "../platform/api/topology.js";
+import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
+import { RoutingTable } from "../platform/plan/routing.js";
+import { Random } from "./random.js";
+
+export { Random };
+
+export interface NetworkModel {
+  /** Delay of a message on a link, drawn uniformly in [minDelayMs, maxDelayMs]. */
+  minDelayMs: number;
+  maxDelayMs: number;
+  /**
+   * Probability that each message still in flight FROM a replica when it crashes is lost (a
+   * lost message loses every later one on that link too: FIFO).
+   */
+  lossOnCrash: number;
+  /**
+   * Probability that a message is held up for an extra `stallMs` (a stalled link: FIFO holds
+   * every later message on it too). Models a slow peer or a congested stream manager.
+   */
+  stallChance: number;
+  stallMs: number;
+}
+
+export const defaultNetwork: Readonly<NetworkModel> = Object.freeze({
+  minDelayMs: 0.05,
+  maxDelayMs: 2,
+  lossOnCrash: 0.5,
+  stallChance: 0,
+  stallMs: 0,
+});
+
+export interface SimulatorOptions {
+  seed: number;
+  topology: Topology;
+  network?: Partial<NetworkModel>;
+  /** A replica's ctx.external.send(output), synchronously (the output is a decoded copy). */
+  onExternalOutput?: (from: ReplicaId, output: Tuple) => void;
+  /**
+   * Every tuple a replica emits, after routing (for checkers): the destinations as ReplicaIds,
+   * dead ones included, possibly none. The tuple is a decoded copy, as a receiver gets it.
+   */
+  onEmit?: (from: ReplicaId, stream: string, tuple: Tuple, to: readonly ReplicaId[]) => void;
+  /** Every tuple handed to a replica's onTuple, just before the call (at `now`). */
+  onDeliver?: (from: ReplicaId, to: ReplicaId, stream: string, tuple: Tuple) => void;
+  /** The stages' ctx.log; default: silent. */
+  log?: Log;
+}
+
+export interface SimulatorStats {
+  /** Tuples handed to onTuple. */
+  delivered: number;
+  /**
+   * Tuples that were routed to a replica but never reached its onTuple: sent to a dead replica,
+   * in flight to (or held by) a replica that crashed, or lost in a crash of their sender.
+   */
+  dropped: number;
+  /** Of `dropped`: the ones lost in a crash of their sender (lossOnCrash). */
+  lost: number;
+  /** External inputs dropped because their replica was dead or crashed before handling them. */
+  externalDropped: number;
+  /** Events taken off the queue (including ones that turned out stale). */
+  events: number;
+}
+
+const enum Kind {
+  Deliver,
+  Timer,
+  External,
+  Drain,
+  Action,
+}
+
+/**
+ * One queued event. A single shape for every kind keeps the queue monomorphic; fields a kind
+ * does not use hold neutral values.
+ */
+interface SimEvent {
+  time: number;
+  seq: number;
+  kind: Kind;
+  /** Task of the replica the event is for (-1 for actions). */
+  task: number;
+  /** The incarnation of that replica the event belongs to: stale once it crashed. */
+  incarnation: number;
+  /** Stream (Deliver) or timer name (Timer). */
+  name: string;
+  /** Timer token (Timer); source task (Deliver). */
+  n: number;
+  /** Encoded tuple (Deliver, External) or the action (Action). */
+  payload: Uint8Array | (() => void) | null;
+  /** The link a delivery travels on. */
+  link: Link | null;
+  /** Lost in a crash of its sender. */
+  lost: boolean;
+}
+
+/** The messages in flight on one (source, destination) link, oldest first. */
+interface Link {
+  /** Delivery time of the last message sent on it: a later one is never delivered before. */
+  last: number;
+  queue: SimEvent[];
+  head: number;
+}
+
+interface Replica {
+  readonly id: ReplicaId;
+  readonly task: number;
+  readonly spec: StageSpec;
+  incarnation: number;
+  alive: boolean;
+  paused: boolean;
+  stage: Stage | Source | undefined;
+  ctx: StageContext | undefined;
+  routing: RoutingTable | undefined;
+  status: Record<string, unknown>;
+  /** Pending timers of the current incarnation: name -> token of the event that fires it. */
+  readonly timers: Map<string, number>;
+  /** Events that arrived while paused (or while earlier held ones wait to run), in order. */
+  held: SimEvent[];
+  heldHead: number;
+  drainScheduled: boolean;
+  /** Outgoing links by destination task (current incarnations only). */
+  links: (Link | undefined)[];
+}
+
+const silentLog: Log = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+};
+
+/** Decodes each receiver's own copy, byte arrays included (no view into shared bytes). */
+const unpackr = new Unpackr({ useRecords: false, copyBuffers: true });
+
+export class Simulator {
+  readonly random: Random;
+  readonly plan: PhysicalPlan;
+  readonly network: Readonly<NetworkModel>;
+  readonly stats: SimulatorStats = {
+    delivered: 0,
+    dropped: 0,
+    lost: 0,
+    externalDropped: 0,
+    events: 0,
+  };
+
+  /** The network's own stream: the scenario's draws from `random` do not shift delays. */
+  private readonly netRandom: Random;
+  private readonly replicaList: Replica[];
+  private readonly byStage = new Map<string, Replica[]>();
+  private readonly parallelismOf: Map<string, number>;
+  private readonly log: Log;
+  private readonly heap: SimEvent[] = [];
+  private clock = 0;
+  private seq = 0;
+  private timerTokens = 0;
+  private started = false;
+
+  constructor(private readonly options: SimulatorOptions) {
+    const { seed, topology } = options;
+    if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+    this.random = new Random(seed);
+    this.netRandom = new Random(Math.imul((seed ^ 0x5bd1e995) >>> 0, 0x9e3779b1) >>> 0);
+    const network = { ...defaultNetwork, ...options.network };
+    if (
+      !(network.minDelayMs >= 0) ||
+      !(network.maxDelayMs >= network.minDelayMs) ||
+      !(network.lossOnCrash >= 0 && network.lossOnCrash <= 1) ||
+      !(network.stallChance >= 0 && network.stallChance <= 1) ||
+      !(network.stallMs >= 0)
+    ) {
+      throw new RangeError(`invalid network model ${JSON.stringify(network)}`);
+    }
+    this.network = Object.freeze(network);
+    this.log = options.log ?? silentLog;
+
+    const maxParallelism = Math.max(1, ...topology.stages.map((s) => s.parallelism));
+    this.plan = pack(topology, {
+      containers: Math.min(256, maxParallelism),
+      allowColocation: true,
+    });
+    this.parallelismOf = new Map(topology.stages.map((s) => [s.name, s.parallelism]));
+    const specs = new Map(topology.stages.map((s) => [s.name, s]));
+    this.replicaList = this.plan.tasks.map((t) => {
+      const replica: Replica = {
+        id: Object.freeze({ stage: t.stage, index: t.index }),
+        task: t.task,
+        spec: specs.get(t.stage)!,
+        incarnation: 0,
+        alive: false,
+        paused: false,
+        stage: undefined,
+        ctx: undefined,
+        routing: undefined,
+        status: {},
+        timers: new Map(),
+        held: [],
+        heldHead: 0,
+        drainScheduled: false,
+        links: [],
+      };
+      const list = this.byStage.get(t.stage) ?? [];
+      list[t.index] = replica;
+      this.byStage.set(t.stage, list);
+      return replica;
+    });
+  }
+
+  /** Virtual milliseconds since the start of the run. */
+  get now(): number {
+    return this.clock;
+  }
+
+  /** Events waiting in the queue (stale ones included). */
+  get pending(): number {
+    return this.heap.length;
+  }
+
+  /** Creates every replica (incarnation 1), then calls onStart on each in task order. */
+  start(): void {
+    if (this.started) throw new Error("simulator already started");
+    this.started = true;
+    for (const replica of this.replicaList) this.create(replica);
+    for (const replica of this.replicaList) {
+      if (replica.alive && replica.incarnation === 1) replica.stage!.onStart?.(replica.ctx!);
+    }
+  }
+
+  replicas(): ReplicaId[] {
+    return this.replicaList.map((r) => r.id);
+  }
+
+  replicasOf(stage: string): ReplicaId[] {
+    const list = this.byStage.get(stage);
+    if (!list) throw new TopologyError(`no stage ${stage}`);
+    return list.map((r) => r.id);
+  }
+
+  isAlive(id: ReplicaId): boolean {
+    return this.replica(id).alive;
+  }
+
+  isPaused(id: ReplicaId): boolean {
+    return this.replica(id).paused;
+  }
+
+  /** 0 before start, 1 for the first run, +1 on every restart. */
+  incarnation(id: ReplicaId): number {
+    return this.replica(id).incarnation;
+  }
+
+  /** The live stage object of a replica. */
+  stage<T>(id: ReplicaId): T {
+    const replica = this.replica(id);
+    if (!replica.alive) throw new Error(`replica ${replicaName(id)} is not alive`);
+    return replica.stage as T;
+  }
+
+  /** The last status the replica set ({} if none since its last (re)start). */
+  status(id: ReplicaId): Record<string, unknown> {
+    return this.replica(id).status;
+  }
+
+  /** Runs `action` as an event `delayMs` from now (after events already queued for then). */
+  schedule(delayMs: number, action: () => void): void {
+    if (!(delayMs >= 0)) throw new RangeError(`schedule: invalid delay ${delayMs}`);
+    this.push(this.event(this.clock + delayMs, Kind.Action, -1, 0, "", 0, action, null));
+  }
+
+  /**
+   * Hands `input` to the replica's onExternal as an event at `now` (a copy, through msgpack).
+   * Dropped if the replica is dead now or crashes before the event runs; held while paused.
+   */
+  deliverExternal(id: ReplicaId, input: Tuple): void {
+    const replica = this.replica(id);
+    if (!replica.alive) {
+      this.stats.externalDropped++;
+      return;
+    }
+    const bytes = msgpack(input);
+    this.push(
+      this.event(this.clock, Kind.External, replica.task, replica.incarnation, "", 0, bytes, null),
+    );
+  }
+
+  /**
+   * SIGKILL: the replica's timers and held events are dropped, tuples in flight to it will be
+   * dropped, and of those in flight from it each link loses a suffix: walking the link's queue
+   * in order, each message is lost with probability lossOnCrash, and every later one with it
+   * (0: all arrive, 1: none does). Throws if it is not alive.
+   */
+  crash(id: ReplicaId): void {
+    const replica = this.replica(id);
+    if (!replica.alive) throw new Error(`crash: replica ${replicaName(id)} is not alive`);
+    replica.alive = false;
+    replica.paused = false;
+    replica.stage = undefined;
+    replica.ctx = undefined;
+    replica.routing = undefined;
+    replica.timers.clear();
+    for (let i = replica.heldHead; i < replica.held.length; i++) {
+      const kind = replica.held[i]!.kind;
+      if (kind === Kind.Deliver) this.stats.dropped++;
+      else if (kind === Kind.External) this.stats.externalDropped++;
+    }
+    replica.held = [];
+    replica.heldHead = 0;
+    // What it sent that had not arrived yet: walking each link's queue in order, each message
+    // is lost with probability lossOnCrash, and with it every later one on that link.
+    const { lossOnCrash } = this.network;
+    for (const link of replica.links) {
+      if (!link) continue;
+      let cut = link.head;
+      while (cut < link.queue.length && !this.netRandom.chance(lossOnCrash)) cut++;
+      for (let i = cut; i < link.queue.length; i++) link.queue[i]!.lost = true;
+      link.queue.length = cut;
+    }
+    replica.links = [];
+    // Links into it start afresh; what is in flight to it is dropped when it arrives.
+    for (const other of this.replicaList) other.links[replica.task] = undefined;
+  }
+
+  /** A new stage object from spec.create(index), incarnation + 1, onStart. Throws if alive. */
+  restart(id: ReplicaId): void {
+    const replica = this.replica(id);
+    if (!this.started) throw new Error("restart before start");
+    if (replica.alive) throw new Error(`restart: replica ${replicaName(id)} is alive`);
+    this.create(replica);
+    replica.stage!.onStart?.(replica.ctx!);
+  }
+
+  /** A stuck replica: its deliveries, timers and external inputs are held until resume. */
+  pause(id: ReplicaId): void {
+    const replica = this.replica(id);
+    if (!replica.alive) throw new Error(`pause: replica ${replicaName(id)} is not alive`);
+    replica.paused = true;
+  }
+
+  /** Runs what was held, in order, as events from `now` on. A no-op if it is not paused. */
+  resume(id: ReplicaId): void {
+    const replica = this.replica(id);
+    if (!replica.paused) return;
+    replica.paused = false;
+    this.scheduleDrain(replica);
+  }
+
+  /** Runs the next event; false if there is none. */
+  step(): boolean {
+    const event = this.pop();
+    if (!event) return false;
+    this.clock = event.time;
+    this.stats.events++;
+    this.run(event, false);
+    return true;
+  }
+
+  /** Runs every event with time <= timeMs, then sets the clock to timeMs. */
+  runUntil(timeMs: number): void {
+    const heap = this.heap;
+    while (heap.length > 0 && heap[0]!.time <= timeMs) this.step();
+    if (timeMs > this.clock) this.clock = timeMs;
+  }
+
+  /**
+   * Runs events while cond() holds and the next event is at or before `limitMs` (an absolute
+   * virtual time). Returns true if cond() became false, false if the clock reached limitMs (or
+   * nothing was left to run) with cond() still true; the clock is then at limitMs.
+   */
+  runWhile(cond: () => boolean, limitMs: number): boolean {
+    const heap = this.heap;
+    while (cond()) {
+      if (heap.length === 0 || heap[0]!.time > limitMs) {
+        if (limitMs > this.clock) this.clock = limitMs;
+        return false;
+      }
+      this.step();
+    }
+    return true;
+  }
+
+  // ---- replicas -------------------------------------------------------------------------
+
+  private replica(id: ReplicaId): Replica {
+    const replica = this.byStage.get(id.stage)?.[id.index];
+    if (!replica) throw new TopologyError(`no replica ${replicaName(id)}`);
+    return replica;
+  }
+
+  private create(replica: Replica): void {
+    replica.incarnation++;
+    replica.alive = true;
+    replica.paused = false;
+    replica.status = {};
+    replica.timers.clear();
+    replica.held = [];
+    replica.heldHead = 0;
+    replica.drainScheduled = false;
+    replica.links = [];
+    replica.routing = new RoutingTable(this.plan, replica.id.stage, replica.id.index);
+    replica.ctx = this.createContext(replica, replica.incarnation);
+    replica.stage = replica.spec.create(replica.id.index);
+  }
+
+  private createContext(replica: Replica, incarnation: number): StageContext {
+    // Effects of an incarnation that is gone (a scenario callback crashed it in the middle of
+    // one of its handlers) are discarded, as the process's would be.
+    const live = () => replica.alive && replica.incarnation === incarnation;
+    const outputs = new Set(replica.spec.outputs);
+    const checkStream = (stream: string) => {
+      if (!outputs.has(stream)) {
+        throw new TopologyError(`${replica.spec.name} emits on undeclared stream ${stream}`);
+      }
+    };
+    return {
+      self: replica.id,
+      incarnation,
+      parallelism: (stage) => {
+        const p = this.parallelismOf.get(stage);
+        if (p === undefined) throw new TopologyError(`no stage ${stage}`);
+        return p;
+      },
+      emit: (stream, tuple) => {
+        checkStream(stream);
+        if (!live()) return;
+        this.send(replica, stream, replica.routing!.destinations(stream, tuple), tuple);
+      },
+      emitDirect: (stream, index, tuple) => {
+        checkStream(stream);
+        if (!live()) return;
+        this.send(replica, stream, replica.routing!.directDestinations(stream, index), tuple);
+      },
+      timers: {
+        set: (name, delayMs) => {
+          if (!live()) return;
+          const token = ++this.timerTokens;
+          replica.timers.set(name, token);
+          const time = this.clock + Math.max(0, delayMs);
+          this.push(
+            this.event(time, Kind.Timer, replica.task, incarnation, name, token, null, null),
+          );
+        },
+        cancel: (name) => {
+          if (live()) replica.timers.delete(name);
+        },
+      },
+      clock: { now: () => this.clock },
+      log: this.log,
+      checkpoints: { mechanism: "none" },
+      external: {
+        send: (output) => {
+          if (!live()) return;
+          const onOutput = this.options.onExternalOutput;
+          if (onOutput) onOutput(replica.id, unpackr.unpack(msgpack(output)));
+        },
+      },
+      setStatus: (status) => {
+        if (live()) replica.status = status;
+      },
+    };
+  }
+
+  // ---- network --------------------------------------------------------------------------
+
+  private send(from: Replica, stream: string, dests: number[], tuple: Tuple): void {
+    const onEmit = this.options.onEmit;
+    if (dests.length === 0) {
+      if (onEmit) onEmit(from.id, stream, unpackr.unpack(msgpack(tuple)), []);
+      return;
+    }
+    const bytes = msgpack(tuple);
+    if (onEmit) {
+      const to = dests.map((task) => this.replicaList[task]!.id);
+      onEmit(from.id, stream, unpackr.unpack(bytes), to);
+    }
+    const { minDelayMs, maxDelayMs, stallChance, stallMs } = this.network;
+    for (const task of dests) {
+      const dest = this.replicaList[task]!;
+      if (!dest.alive) {
+        this.stats.dropped++;
+        continue;
+      }
+      let link = from.links[task];
+      if (!link) from.links[task] = link = { last: 0, queue: [], head: 0 };
+      let delay = minDelayMs + this.netRandom.next() * (maxDelayMs - minDelayMs);
+      if (stallChance > 0 && this.netRandom.chance(stallChance)) delay += stallMs;
+      const time = Math.max(this.clock + delay, link.last);
+      link.last = time;
+      const event = this.event(
+        time,
+        Kind.Deliver,
+        task,
+        dest.incarnation,
+        stream,
+        from.task,
+        bytes,
+        link,
+      );
+      link.queue.push(event);
+      this.push(event);
+    }
+  }
+
+  // ---- events ---------------------------------------------------------------------------
+
+  private event(
+    time: number,
+    kind: Kind,
+    task: number,
+    incarnation: number,
+    name: string,
+    n: number,
+    payload: SimEvent["payload"],
+    link: Link | null,
+  ): SimEvent {
+    return { time, seq: this.seq++, kind, task, incarnation, name, n, payload, link, lost: false };
+  }
+
+  /**
+   * Runs one event. `fromHold`: it is being taken from its replica's held queue (so it is not
+   * held again).
+   */
+  private run(event: SimEvent, fromHold: boolean): void {
+    if (event.kind === Kind.Action) {
+      (event.payload as () => void)();
+      return;
+    }
+    if (event.kind === Kind.Deliver && !fromHold) {
+      if (event.lost) {
+        this.stats.dropped++;
+        this.stats.lost++;
+        return;
+      }
+      const link = event.link!;
+      if (link.queue[link.head] !== event) throw new Error("simulator bug: link order violated");
+      link.queue[link.head++] = undefined as unknown as SimEvent;
+      if (link.head === link.queue.length) {
+        link.queue.length = 0;
+        link.head = 0;
+      } else if (link.head >= 64 && link.head * 2 >= link.queue.length) {
+        link.queue.splice(0, link.head);
+        link.head = 0;
+      }
+    }
+    const replica = this.replicaList[event.task]!;
+    if (!replica.alive || replica.incarnation !== event.incarnation) {
+      if (event.kind === Kind.Deliver) this.stats.dropped++;
+      else if (event.kind === Kind.External) this.stats.externalDropped++;
+      return;
+    }
+    if (event.kind === Kind.Drain) {
+      replica.drainScheduled = false;
+      if (replica.paused || replica.heldHead === replica.held.length) return;
+      const next = replica.held[replica.heldHead]!;
+      replica.held[replica.heldHead++] = undefined as unknown as SimEvent;
+      if (replica.heldHead === replica.held.length) {
+        replica.held = [];
+        replica.heldHead = 0;
+      } else {
+        this.scheduleDrain(replica);
+      }
+      this.run(next, true);
+      return;
+    }
+    if (event.kind === Kind.Timer && replica.timers.get(event.name) !== event.n) return; // replaced
+    if (!fromHold && (replica.paused || replica.heldHead < replica.held.length)) {
+      replica.held.push(event);
+      return;
+    }
+    const stage = replica.stage!;
+    const ctx = replica.ctx!;
+    switch (event.kind) {
+      case Kind.Deliver: {
+        const tuple: Tuple = unpackr.unpack(event.payload as Uint8Array);
+        const source = this.replicaList[event.n]!.id;
+        this.stats.delivered++;
+        this.options.onDeliver?.(source, replica.id, event.name, tuple);
+        if (!stage.onTuple) throw new Error(`${replicaName(replica.id)} has no onTuple`);
+        const input: Incoming = { stream: event.name, source, tuple };
+        stage.onTuple(input, ctx);
+        return;
+      }
+      case Kind.Timer:
+        replica.timers.delete(event.name);
+        stage.onTimer?.(event.name, ctx);
+        return;
+      case Kind.External: {
+        if (!stage.onExternal) {
+          throw new Error(`external input to ${replicaName(replica.id)}, which has no onExternal`);
+        }
+        stage.onExternal(unpackr.unpack(event.payload as Uint8Array), ctx);
+        return;
+      }
+    }
+  }
+
+  private scheduleDrain(replica: Replica): void {
+    if (replica.drainScheduled || replica.heldHead === replica.held.length) return;
+    replica.drainScheduled = true;
+    this.push(
+      this.event(this.clock, Kind.Drain, replica.task, replica.incarnation, "", 0, null, null),
+    );
+  }
+
+  // ---- binary heap on (time, seq) -------------------------------------------------------
+
+  private push(event: SimEvent): void {
+    const heap = this.heap;
+    let i = heap.length;
+    heap.push(event);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = heap[parent]!;
+      if (p.time < event.time || (p.time === event.time && p.seq < event.seq)) break;
+      heap[i] = p;
+      i = parent;
+    }
+    heap[i] = event;
+  }
+
+  private pop(): SimEvent | undefined {
+    const heap = this.heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (top === undefined || last === undefined || heap.length === 0) return top;
+    const n = heap.length;
+    let i = 0;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= n) break;
+      const right = child + 1;
+      if (right < n) {
+        const a = heap[child]!;
+        const b = heap[right]!;
+        if (b.time < a.time || (b.time === a.time && b.seq < a.seq)) child = right;
+      }
+      const c = heap[child]!;
+      if (last.time < c.time || (last.time === c.time && last.seq < c.seq)) break;
+      heap[i] = c;
+      i = child;
+    }
+    heap[i] = last;
+    return top;
+  }
+}
