@@ -1,0 +1,67 @@
+import { InvalidArgumentError, type Command } from "commander";
+import { runScenario, type ScenarioReport } from "../sim/tara-scenario.js";
+
+function integer(min: number, max: number) {
+  return (text: string): number => {
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`expected an integer in [${min}, ${max}]`);
+    }
+    return value;
+  };
+}
+
+export function registerSim(program: Command): void {
+  program
+    .command("sim")
+    .description(
+      "run TARA in the deterministic simulator: seeded crashes, restarts and pauses, then " +
+        "agreement, linearizability and liveness checks (one seed replays one run exactly)",
+    )
+    .option("--seed <n>", "first seed", integer(0, 2 ** 32 - 1), 1)
+    .option("--seeds <count>", "how many consecutive seeds", integer(1, 1_000_000), 1)
+    .option("--f <f>", "crashes tolerated per stage", integer(1, 4), 1)
+    .option("--clients <n>", "closed-loop clients", integer(1, 64), 5)
+    .option(
+      "--safety-ms <ms>",
+      "virtual time with faults before healing",
+      integer(1, 600_000),
+      3000,
+    )
+    .option("--no-faults", "no crashes or pauses")
+    .option("--json", "one JSON report per seed", false)
+    .action((options) => {
+      let failed = 0;
+      for (let seed = options.seed; seed < options.seed + options.seeds; seed++) {
+        const report = runScenario({
+          seed,
+          f: options.f,
+          clients: options.clients,
+          safetyMs: options.safetyMs,
+          faults: options.faults,
+        });
+        if (!report.ok) failed++;
+        if (options.json) console.log(JSON.stringify(report));
+        else print(report, options.seeds === 1);
+      }
+      if (!options.json) {
+        console.log(`${options.seeds - failed} of ${options.seeds} seeds passed (f=${options.f})`);
+      }
+      if (failed > 0) process.exitCode = 1;
+    });
+}
+
+function print(report: ScenarioReport, verbose: boolean): void {
+  const summary =
+    `seed ${report.seed} f=${report.f}: ${report.ok ? "ok" : "FAILED"}, ` +
+    `${report.completed} requests, executed up to ${report.lastExecuted}, ` +
+    `${report.views} view changes, ${report.faults.length} faults`;
+  if (report.ok) {
+    if (verbose) console.log(summary);
+    return;
+  }
+  console.log(summary);
+  for (const violation of report.violations) console.log(`  violation: ${violation}`);
+  console.log(`  faults: ${report.faults.join("; ")}`);
+  console.log(`  replay: ${report.replay}`);
+}

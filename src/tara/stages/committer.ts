@@ -1,0 +1,133 @@
+/**
+ * Committer: a Paxos acceptor. It accepts the leader's proposals of its promised view, tells
+ * every executor, promises new views to candidates (reporting what it accepted above the
+ * stable checkpoint) and asks for a view change when its leader falls silent.
+ *
+ * A restarted committer has forgotten what it promised and accepted. Without an instance
+ * checkpoint (PDC) there is no safe moment for it to vote again: a promise or accept it gave
+ * before the crash may still be in flight, or be counted by a candidate, and combine with
+ * later votes into a quorum its new state knows nothing of (docs/PROTOCOLS.md, "Committer
+ * restarts"). So under PDC a restarted committer stays passive: it counts as one of the f
+ * committers the group can lose. Instance checkpoints give it back its exact state.
+ */
+import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import type { TaraConfig } from "../config.js";
+import {
+  streams,
+  type AcceptedEntry,
+  type Accept,
+  type Promise as PromiseMessage,
+  type ProposerMessage,
+  type ViewChange,
+} from "../messages.js";
+
+/** View-change timeouts double per failed view up to this factor of the base. */
+const BACKOFF_MAX = 16;
+
+export class Committer implements Stage {
+  /** Highest view promised; proposals of lower views are refused. */
+  promised = 0;
+  /** Stable checkpoint: every sequence number up to it is decided and checkpointed. */
+  lw = 0;
+  readonly accepted = new Map<number, AcceptedEntry>();
+  /** False for a committer restarted without its state: it never votes. */
+  active = true;
+  private lastHeard = 0;
+  private want = 0;
+  private backoff = 1;
+  private self = 0;
+
+  constructor(private readonly config: TaraConfig) {}
+
+  onStart(ctx: StageContext): void {
+    this.self = ctx.self.index;
+    this.lastHeard = ctx.clock.now();
+    if (ctx.incarnation > 1) {
+      this.active = false;
+      ctx.log.warn(
+        { incarnation: ctx.incarnation },
+        "restarted without an instance checkpoint: passive, this committer no longer votes",
+      );
+    }
+    ctx.timers.set("watch", this.config.heartbeatMs);
+    this.report(ctx);
+  }
+
+  onTuple({ tuple }: Incoming, ctx: StageContext): void {
+    if (this.active) this.onProposer(tuple as ProposerMessage, ctx);
+  }
+
+  onTimer(_name: string, ctx: StageContext): void {
+    ctx.timers.set("watch", this.config.heartbeatMs);
+    this.report(ctx);
+    if (!this.active) return;
+    const timeout = this.config.viewChangeMs * this.backoff;
+    if (ctx.clock.now() - this.lastHeard < timeout) return;
+    // The leader of our view (or the candidate we wait for) is silent: ask for the next view.
+    this.want = Math.max(this.want, this.promised) + 1;
+    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
+    this.lastHeard = ctx.clock.now();
+    const message: ViewChange = {
+      t: "view-change",
+      c: this.self,
+      v: this.promised,
+      want: this.want,
+    };
+    ctx.emit(streams.votes, message);
+  }
+
+  private onProposer(message: ProposerMessage, ctx: StageContext): void {
+    if (message.t === "prepare") {
+      // Strictly greater: a view is promised once, so no candidate can lead it twice.
+      if (message.v <= this.promised) return;
+      this.promised = message.v;
+      this.want = message.v;
+      this.lastHeard = ctx.clock.now();
+      const promise: PromiseMessage = {
+        t: "promise",
+        c: this.self,
+        v: message.v,
+        lw: this.lw,
+        accepted: [...this.accepted.values()],
+      };
+      ctx.emit(streams.votes, promise);
+      this.report(ctx);
+      return;
+    }
+    if (message.v < this.promised) return; // a deposed leader
+    if (message.v > this.promised) this.promised = message.v; // it holds a quorum's promises
+    this.lastHeard = ctx.clock.now();
+    this.want = this.promised;
+    this.backoff = 1;
+    this.collect(message.lw);
+    if (message.t === "heartbeat") return;
+    const { s, v, d, b } = message;
+    if (s <= this.lw || s > this.lw + this.config.window) return;
+    const previous = this.accepted.get(s);
+    if (previous && previous.v === v && previous.d !== d) {
+      ctx.log.error({ s, v, d, previous: previous.d }, "two values proposed for one view");
+      return;
+    }
+    // A repeated proposal (the leader filling a gap) repeats the accept: it may have been lost.
+    if (!previous || previous.v !== v) this.accepted.set(s, { s, v, d, b });
+    const accept: Accept = { t: "accept", v, s, d, b, lw: this.lw };
+    ctx.emit(streams.accepts, accept);
+  }
+
+  /** Garbage collection: everything up to the stable checkpoint is decided for good. */
+  private collect(lw: number): void {
+    if (lw <= this.lw) return;
+    this.lw = lw;
+    for (const s of this.accepted.keys()) if (s <= lw) this.accepted.delete(s);
+  }
+
+  private report(ctx: StageContext): void {
+    ctx.setStatus({
+      role: "committer",
+      active: this.active,
+      view: this.promised,
+      stableCheckpoint: this.lw,
+      accepted: this.accepted.size,
+    });
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * Executor: a Paxos learner and a replica of the service. A sequence number is committed
+ * when f+1 committers accepted the same value in the same view; committed batches are
+ * executed strictly in sequence order, each request at most once per client thanks to the
+ * client table (a retry of the last request gets the cached reply again).
+ *
+ * PDC group checkpoints: after every K-th sequence number the executor snapshots the service
+ * and the client table, keeps the latest in memory, and reports its digest; f+1 matching
+ * reports make it stable. A trailing or restarted executor asks a peer for what it misses:
+ * the peer's latest checkpoint if it is newer, then the peer's log after it.
+ */
+import { pack, unpack } from "msgpackr";
+import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import { decodeBatch, digestOf } from "../batch.js";
+import type { TaraConfig } from "../config.js";
+import {
+  streams,
+  type Accept,
+  type Checkpointed,
+  type Gap,
+  type ClientReply,
+  type LogEntry,
+  type Replies,
+  type StateReply,
+  type StateRequest,
+  type Value,
+} from "../messages.js";
+import type { StateMachine } from "../state-machine.js";
+import { StableCheckpoints } from "./quorum.js";
+
+export interface GroupCheckpoint {
+  readonly s: number;
+  readonly d: string;
+  readonly bytes: Uint8Array;
+}
+
+/** Sees every execution: executor index, sequence number, digest of the value (checkers). */
+export type ExecutionObserver = (executor: number, s: number, d: string) => void;
+
+type ClientEntry = { r: number; res: Uint8Array };
+type SnapshotBody = { s: number; state: Uint8Array; clients: [number, number, Uint8Array][] };
+
+export class Executor implements Stage {
+  lastExecuted = 0;
+  checkpoint: GroupCheckpoint | null = null;
+  /** Requests applied to the state machine (not counting cached replies). */
+  applied = 0;
+  private readonly clients = new Map<number, ClientEntry>();
+  /** Votes per sequence number: by "view:digest", the committers and the value. */
+  private readonly votes = new Map<number, Map<string, { from: Set<number>; value: Value }>>();
+  private readonly committed = new Map<number, Value>();
+  /** Executed values after the latest checkpoint, for peers that trail. */
+  private log: LogEntry[] = [];
+  private readonly stable: StableCheckpoints;
+  private catchUp: { nonce: number; peer: number } | null = null;
+  private nonce = 0;
+  private progressAtTick = 0;
+  private peerCursor = -1;
+  private askedFurthest = false;
+  private digest = { s: -1, at: -Infinity, value: "" };
+  /** The stable checkpoint as committers know it: below it, they no longer hold values. */
+  private lw = 0;
+  /** The peer that has executed the most, as its last report said: catch-up asks it first. */
+  private peerExecuted = { e: -1, x: 0 };
+  private self = 0;
+  private executors = 1;
+
+  constructor(
+    private readonly config: TaraConfig,
+    private readonly machine: StateMachine,
+    private readonly observer?: ExecutionObserver,
+  ) {
+    this.stable = new StableCheckpoints(config.f + 1);
+  }
+
+  get stableCheckpoint(): number {
+    return this.stable.stable;
+  }
+
+  onStart(ctx: StageContext): void {
+    this.self = ctx.self.index;
+    this.executors = ctx.parallelism(ctx.self.stage);
+    this.nonce = ctx.incarnation * 1_000_000;
+    ctx.timers.set("tick", this.config.stateTimeoutMs);
+    if (ctx.incarnation > 1) this.startCatchUp(ctx);
+    this.report(ctx);
+  }
+
+  onTuple({ stream, source, tuple }: Incoming, ctx: StageContext): void {
+    if (stream === streams.accepts) this.onAccept(tuple as Accept, source.index, ctx);
+    else if (stream === streams.checkpointed) this.onCheckpointed(tuple as Checkpointed, ctx);
+    else if (stream === streams.state) {
+      const message = tuple as StateRequest | StateReply;
+      if (message.t === "state-request") this.onStateRequest(message, ctx);
+      else this.onStateReply(message, ctx);
+    }
+  }
+
+  onTimer(name: string, ctx: StageContext): void {
+    if (name === "catch-up") {
+      // No useful answer in time: ask the next peer, if we still trail.
+      this.catchUp = null;
+      if (this.trailing()) this.startCatchUp(ctx);
+      return;
+    }
+    ctx.timers.set("tick", this.config.stateTimeoutMs);
+    if (this.hasHole() && this.progressAtTick === this.lastExecuted) {
+      // A hole that persists for a whole tick: the value may never have reached enough
+      // committers (the leader proposes it again) or we missed what peers executed.
+      const gap: Gap = { t: "gap", e: this.self, s: this.lastExecuted + 1 };
+      ctx.emit(streams.gaps, gap);
+      this.startCatchUp(ctx);
+    } else if (this.trailing() && this.progressAtTick === this.lastExecuted) {
+      this.startCatchUp(ctx);
+    }
+    this.progressAtTick = this.lastExecuted;
+    // Reports are lost with crashed or restarted receivers, and a leader that does not learn of
+    // a stable checkpoint stops at the window's end: repeat ours (a small message per tick).
+    this.announce(ctx);
+    this.report(ctx);
+  }
+
+  /** Later sequence numbers are committed while the next one is not. */
+  private hasHole(): boolean {
+    return this.committed.size > 0;
+  }
+
+  private trailing(): boolean {
+    const ahead = Math.max(this.stable.stable, this.lw, this.peerExecuted.x);
+    return this.hasHole() || ahead > this.lastExecuted;
+  }
+
+  /** A digest of the service state and client table at `lastExecuted`. */
+  stateDigest(): string {
+    return digestOf(this.snapshotBytes());
+  }
+
+  private onAccept(accept: Accept, committer: number, ctx: StageContext): void {
+    const { s, v, d } = accept;
+    if (accept.lw > this.lw) this.lw = accept.lw;
+    if (s <= this.lastExecuted) return;
+    if (s > this.lastExecuted + this.config.window || this.committed.has(s)) return;
+    let bySlot = this.votes.get(s);
+    if (!bySlot) this.votes.set(s, (bySlot = new Map()));
+    const key = `${v}:${d}`;
+    let vote = bySlot.get(key);
+    if (!vote) bySlot.set(key, (vote = { from: new Set(), value: { d, b: accept.b } }));
+    vote.from.add(committer);
+    if (vote.from.size < this.config.f + 1) return;
+    this.votes.delete(s);
+    this.committed.set(s, vote.value);
+    this.executeReady(ctx);
+  }
+
+  private executeReady(ctx: StageContext): void {
+    for (;;) {
+      const next = this.lastExecuted + 1;
+      const value = this.committed.get(next);
+      if (!value) return;
+      this.committed.delete(next);
+      this.votes.delete(next);
+      this.execute({ s: next, ...value }, ctx);
+    }
+  }
+
+  private execute(entry: LogEntry, ctx: StageContext): void {
+    const replies: ClientReply[] = [];
+    for (const req of decodeBatch(entry.b)) {
+      const known = this.clients.get(req.c);
+      if (known && req.r < known.r) continue; // superseded: the client has moved on
+      if (known && req.r === known.r) {
+        replies.push({ c: req.c, r: req.r, g: req.g, res: known.res });
+        continue;
+      }
+      const res = this.machine.apply(req.op);
+      this.applied++;
+      this.clients.set(req.c, { r: req.r, res });
+      replies.push({ c: req.c, r: req.r, g: req.g, res });
+    }
+    this.lastExecuted = entry.s;
+    this.log.push(entry);
+    this.observer?.(this.self, entry.s, entry.d);
+    if (replies.length > 0) {
+      const message: Replies = { t: "replies", e: this.self, s: entry.s, replies };
+      ctx.emit(streams.replies, message);
+    }
+    if (entry.s % this.config.checkpointInterval === 0) this.takeCheckpoint(ctx);
+  }
+
+  private snapshotBytes(): Uint8Array {
+    const clients = [...this.clients]
+      .sort(([a], [b]) => a - b)
+      .map(([c, { r, res }]): [number, number, Uint8Array] => [c, r, res]);
+    const body: SnapshotBody = { s: this.lastExecuted, state: this.machine.snapshot(), clients };
+    return pack(body);
+  }
+
+  private takeCheckpoint(ctx: StageContext): void {
+    const bytes = this.snapshotBytes();
+    this.checkpoint = { s: this.lastExecuted, d: digestOf(bytes), bytes };
+    this.log = [];
+    this.announce(ctx);
+  }
+
+  private announce(ctx: StageContext): void {
+    const { s, d } = this.checkpoint ?? { s: 0, d: "" };
+    const report: Checkpointed = { t: "checkpointed", e: this.self, s, d, x: this.lastExecuted };
+    ctx.emit(streams.checkpointed, report);
+  }
+
+  private onCheckpointed(report: Checkpointed, ctx: StageContext): void {
+    if (report.e !== this.self && report.x > this.peerExecuted.x) {
+      this.peerExecuted = { e: report.e, x: report.x };
+    }
+    const stable = this.stable.report(report.e, report.s, report.d, (s) =>
+      ctx.log.error({ s }, "executors' checkpoints differ: the state machine is not deterministic"),
+    );
+    if (stable !== undefined && stable > this.lastExecuted) this.startCatchUp(ctx);
+  }
+
+  private startCatchUp(ctx: StageContext): void {
+    if (this.catchUp || this.executors < 2) return;
+    // The peer known to be furthest first, then round robin over the others.
+    let peer: number;
+    if (this.peerExecuted.x > this.lastExecuted && !this.askedFurthest) {
+      peer = this.peerExecuted.e;
+      this.askedFurthest = true;
+    } else {
+      this.peerCursor = (this.peerCursor + 1) % (this.executors - 1);
+      peer = (this.self + 1 + this.peerCursor) % this.executors;
+      this.askedFurthest = false;
+    }
+    this.catchUp = { nonce: ++this.nonce, peer };
+    const request: StateRequest = {
+      t: "state-request",
+      e: this.self,
+      have: this.lastExecuted,
+      nonce: this.nonce,
+    };
+    ctx.emitDirect(streams.state, peer, request);
+    ctx.timers.set("catch-up", this.config.stateTimeoutMs);
+  }
+
+  private onStateRequest(request: StateRequest, ctx: StageContext): void {
+    const checkpoint = this.checkpoint && this.checkpoint.s > request.have ? this.checkpoint : null;
+    const from = checkpoint ? checkpoint.s : request.have;
+    const reply: StateReply = {
+      t: "state",
+      e: this.self,
+      nonce: request.nonce,
+      checkpoint,
+      log: this.log.filter((entry) => entry.s > from),
+    };
+    ctx.emitDirect(streams.state, request.e, reply);
+  }
+
+  private onStateReply(reply: StateReply, ctx: StageContext): void {
+    if (!this.catchUp || reply.nonce !== this.catchUp.nonce) return;
+    const before = this.lastExecuted;
+    const { checkpoint } = reply;
+    if (checkpoint && checkpoint.s > this.lastExecuted) {
+      if (digestOf(checkpoint.bytes) !== checkpoint.d) {
+        ctx.log.error({ from: reply.e, s: checkpoint.s }, "a peer's checkpoint fails its digest");
+        return; // the timer moves on to the next peer
+      }
+      this.install(checkpoint);
+      // We hold it now: our report counts towards its stability like the executor's that took it.
+      this.announce(ctx);
+    }
+    for (const entry of reply.log) {
+      if (entry.s === this.lastExecuted + 1) this.execute(entry, ctx);
+    }
+    for (const s of this.committed.keys()) if (s <= this.lastExecuted) this.committed.delete(s);
+    for (const s of this.votes.keys()) if (s <= this.lastExecuted) this.votes.delete(s);
+    if (this.lastExecuted === before) return; // nothing new there: the timer tries the next peer
+    this.catchUp = null;
+    ctx.timers.cancel("catch-up");
+    this.executeReady(ctx);
+    this.report(ctx);
+  }
+
+  private install(checkpoint: GroupCheckpoint): void {
+    const body = unpack(checkpoint.bytes) as SnapshotBody;
+    this.machine.restore(body.state);
+    this.clients.clear();
+    for (const [c, r, res] of body.clients) this.clients.set(c, { r, res });
+    this.lastExecuted = body.s;
+    this.checkpoint = checkpoint;
+    this.log = [];
+  }
+
+  private report(ctx: StageContext): void {
+    // The digest costs a snapshot: at most one a second, and only when the state changed.
+    const now = ctx.clock.now();
+    if (this.digest.s !== this.lastExecuted && now - this.digest.at >= 1000) {
+      this.digest = { s: this.lastExecuted, at: now, value: this.stateDigest() };
+    }
+    ctx.setStatus({
+      role: "executor",
+      lastExecuted: this.lastExecuted,
+      applied: this.applied,
+      digest: this.digest.value,
+      digestAt: this.digest.s,
+      stableCheckpoint: this.stable.stable,
+      checkpoint: this.checkpoint?.s ?? 0,
+      catchingUp: this.catchUp !== null,
+    });
+  }
+}
