@@ -360,6 +360,19 @@ export class Simulator {
     for (const other of this.replicaList) other.links[replica.task] = undefined;
   }
 
+  /**
+   * Every tuple in flight from a live replica is lost, as when its stream manager restarts
+   * (the platform drops tuples on a link that is down). The replica itself runs on.
+   */
+  dropInFlight(id: ReplicaId): void {
+    const replica = this.replica(id);
+    for (const link of replica.links) {
+      if (!link) continue;
+      for (let i = link.head; i < link.queue.length; i++) link.queue[i]!.lost = true;
+      link.queue.length = link.head;
+    }
+  }
+
   /** A new stage object from spec.create(index), incarnation + 1, onStart. Throws if alive. */
   restart(id: ReplicaId): void {
     const replica = this.replica(id);

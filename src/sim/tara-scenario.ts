@@ -262,6 +262,12 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
       current && candidates.some((id) => name(id) === name(current)) && random.chance(0.3)
         ? current
         : random.pick(candidates);
+    if (random.chance(0.15)) {
+      // Its stream manager restarts: what it sent and was still on the way is lost.
+      faults.push(`${sim.now.toFixed(0)} drop in-flight from ${name(target)}`);
+      sim.dropInFlight(target);
+      return;
+    }
     if (random.chance(0.35)) {
       const ms = random.between(20, config.viewChangeMs * 4);
       faults.push(`${sim.now.toFixed(0)} pause ${name(target)} ${ms.toFixed(0)}ms`);

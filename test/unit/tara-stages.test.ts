@@ -48,15 +48,27 @@ function cluster(seed: number, config: Record<string, number> = {}) {
   return { sim, replies, checkpoints, id, submit, executors };
 }
 
-/** A client that runs `count` puts one after another, each after the previous reply. */
+/**
+ * A client that runs `count` puts one after another, each after the previous reply, and
+ * retries a request (same id, the other request source) after 200 ms without a reply.
+ */
 function closedLoop(t: ReturnType<typeof cluster>, c: number, count: number): () => boolean {
   let r = 0;
-  const next = () => t.submit(c, ++r, { type: "put", key: `k${c}`, value: `${r}` });
+  let sentAt = 0;
+  let attempt = 0;
+  const send = () => {
+    sentAt = t.sim.now;
+    t.submit(c, r, { type: "put", key: `k${c}`, value: `${r}` }, attempt++ % 2);
+  };
   const done = () => t.replies.some((reply) => reply.c === c && reply.r === count);
-  next();
+  r = 1;
+  send();
   const step = () => {
     if (done()) return;
-    if (t.replies.some((reply) => reply.c === c && reply.r === r)) next();
+    if (t.replies.some((reply) => reply.c === c && reply.r === r)) {
+      r++;
+      send();
+    } else if (t.sim.now - sentAt > 200) send();
     t.sim.schedule(1, step);
   };
   t.sim.schedule(1, step);
@@ -139,4 +151,26 @@ test("after the leader crashes the next proposer takes over and nothing is lost"
   const digests = new Set(t.executors().map((e) => e.stateDigest()));
   assert.equal(digests.size, 1);
   for (const e of t.executors()) assert.equal(e.applied, 40);
+});
+
+test("proposals lost on their way to every committer are proposed again (gap repair)", () => {
+  const t = cluster(5, { viewChangeMs: 100_000 }); // no view change can fill the hole
+  const busy = [1, 2, 3, 4].map((c) => closedLoop(t, c, 60));
+  const leader = t.id(stages.proposer, 0);
+  let drops = 0;
+  const drop = () => {
+    t.sim.dropInFlight(leader);
+    if (++drops < 20) t.sim.schedule(7, drop);
+  };
+  t.sim.schedule(5, drop);
+  assert.ok(
+    t.sim.runWhile(() => busy.some((b) => b()), 20_000),
+    "the load did not complete",
+  );
+  assert.equal(t.sim.stage<Proposer>(leader).ownView, 0);
+  assert.ok(t.sim.stats.lost > 0, "nothing was lost");
+  const positions = () => new Set(t.executors().map((e) => e.lastExecuted)).size;
+  assert.ok(t.sim.runWhile(() => positions() > 1, t.sim.now + 5000));
+  const digests = new Set(t.executors().map((e) => e.stateDigest()));
+  assert.equal(digests.size, 1);
 });

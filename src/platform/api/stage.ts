@@ -22,7 +22,10 @@ export interface Incoming {
   readonly tuple: Tuple;
 }
 
-/** Named one-shot timers; setting a name that is pending replaces it. */
+/**
+ * Named one-shot timers; setting a name that is pending replaces it. A delay of 0 fires once
+ * the input already received in this turn has been handled (a natural batching point).
+ */
 export interface Timers {
   set(name: string, delayMs: number): void;
   cancel(name: string): void;

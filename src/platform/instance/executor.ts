@@ -42,7 +42,7 @@ export class Executor {
   private readonly stage: Stage | Source;
   private readonly routing: RoutingTable;
   private readonly context: StageContext;
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, { cancel(): void }>();
   private readonly heldTimers = new Set<string>();
   private throttledBy = new Set<string>();
   private started = false;
@@ -145,7 +145,7 @@ export class Executor {
   }
 
   stop(): void {
-    for (const timer of this.timers.values()) clearTimeout(timer);
+    for (const timer of this.timers.values()) timer.cancel();
     this.timers.clear();
     this.port?.close();
   }
@@ -195,19 +195,23 @@ export class Executor {
       },
       timers: {
         set: (name, delayMs) => {
-          clearTimeout(this.timers.get(name));
+          this.timers.get(name)?.cancel();
           this.heldTimers.delete(name);
-          const timer = setTimeout(
-            () => {
-              this.timers.delete(name);
-              this.fireTimer(name);
-            },
-            Math.max(0, delayMs),
-          );
-          this.timers.set(name, timer);
+          const fire = () => {
+            this.timers.delete(name);
+            this.fireTimer(name);
+          };
+          // 0 ms means "once this turn's input is handled": setImmediate, not setTimeout's 1 ms.
+          if (delayMs <= 0) {
+            const immediate = setImmediate(fire);
+            this.timers.set(name, { cancel: () => clearImmediate(immediate) });
+          } else {
+            const timeout = setTimeout(fire, delayMs);
+            this.timers.set(name, { cancel: () => clearTimeout(timeout) });
+          }
         },
         cancel: (name) => {
-          clearTimeout(this.timers.get(name));
+          this.timers.get(name)?.cancel();
           this.timers.delete(name);
           this.heldTimers.delete(name);
         },
