@@ -112,7 +112,11 @@ export interface Replies {
   readonly t: "replies";
   readonly e: number;
   readonly s: number;
-  readonly replies: readonly ClientReply[];
+  /**
+   * The replies, encoded once (see batch.ts `encodeReplies`): every executor sends the same
+   * bytes for a sequence number, and a sink decodes only the first copy it gets.
+   */
+  readonly b: Uint8Array;
 }
 
 /**

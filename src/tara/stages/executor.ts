@@ -11,7 +11,7 @@
  */
 import { pack, unpack } from "msgpackr";
 import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
-import { decodeBatch, digestOf } from "../batch.js";
+import { decodeBatch, digestOf, encodeReplies } from "../batch.js";
 import type { TaraConfig } from "../config.js";
 import {
   streams,
@@ -181,7 +181,12 @@ export class Executor implements Stage {
     this.log.push(entry);
     this.observer?.(this.self, entry.s, entry.d);
     if (replies.length > 0) {
-      const message: Replies = { t: "replies", e: this.self, s: entry.s, replies };
+      const message: Replies = {
+        t: "replies",
+        e: this.self,
+        s: entry.s,
+        b: encodeReplies(replies),
+      };
       ctx.emit(streams.replies, message);
     }
     if (entry.s % this.config.checkpointInterval === 0) this.takeCheckpoint(ctx);

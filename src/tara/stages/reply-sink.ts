@@ -6,19 +6,27 @@
  * have lost the first one.
  */
 import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import { decodeReplies } from "../batch.js";
 import type { Replies } from "../messages.js";
 
 /** Clients remembered; the oldest are forgotten first (a forgotten one may see a duplicate, which its gateway drops). */
 const CLIENTS_MAX = 1_000_000;
+/** Sequence numbers remembered as handled: every executor sends the same replies for each. */
+const SEQUENCES_MAX = 100_000;
 
 export class ReplySink implements Stage {
   /** Per client: the last request delivered and the sequence number that executed it. */
   private readonly delivered = new Map<number, { r: number; s: number }>();
+  private readonly handled = new Set<number>();
   forwarded = 0;
 
   onTuple({ tuple }: Incoming, ctx: StageContext): void {
-    const { s, replies } = tuple as Replies;
-    for (const reply of replies) {
+    const { s, b } = tuple as Replies;
+    // Executors are deterministic: the first copy of a sequence number's replies is the one.
+    if (this.handled.has(s)) return;
+    this.handled.add(s);
+    if (this.handled.size > SEQUENCES_MAX) this.handled.delete(this.handled.values().next().value!);
+    for (const reply of decodeReplies(b)) {
       const last = this.delivered.get(reply.c);
       if (last && (reply.r < last.r || (reply.r === last.r && s <= last.s))) continue;
       this.delivered.delete(reply.c);
