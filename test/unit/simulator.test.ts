@@ -547,6 +547,33 @@ describe("Simulator: crashes and restarts", () => {
     }
     assert.ok(partial > 0, "some link lost only part of its queue");
   });
+
+  it("dropInFlight loses what a live replica has in flight, and nothing it sends later", () => {
+    const got: number[] = [];
+    const topology = new TopologyBuilder("drop")
+      .source("src", { parallelism: 1, outputs: ["x"] }, () => ({
+        onStart(ctx) {
+          for (let n = 0; n < 10; n++) ctx.emit("x", n);
+          ctx.timers.set("later", 20);
+        },
+        onTimer(_name, ctx) {
+          for (let n = 10; n < 15; n++) ctx.emit("x", n);
+        },
+      }))
+      .stage("sink", { parallelism: 1, inputs: [sub("src", "x", grouping.all())] }, () => ({
+        onTuple(input) {
+          got.push(input.tuple as number);
+        },
+      }))
+      .build();
+    const sim = new Simulator({ seed: 3, topology, network: { minDelayMs: 5, maxDelayMs: 10 } });
+    sim.start();
+    sim.schedule(1, () => sim.dropInFlight(id("src", 0)));
+    sim.runUntil(100);
+    assert.deepEqual(got, [10, 11, 12, 13, 14]);
+    assert.equal(sim.stats.lost, 10);
+    assert.ok(sim.isAlive(id("src", 0)));
+  });
 });
 
 describe("Simulator: pause and resume", () => {
