@@ -9,15 +9,12 @@
  * The raw cases fork two processes of raw-tcp.ts and measure the same way over IPC.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
 import type { LatencySummary } from "./latency.js";
-import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { availableParallelism, cpus, loadavg } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { pino } from "pino";
-import { LocalCluster } from "../platform/runtime/launcher.js";
-import type { ContainerStatus, InstanceStatus } from "../platform/tmaster/plan-tracker.js";
+import type { InstanceStatus } from "../platform/tmaster/plan-tracker.js";
+import { round, withBenchCluster, type BenchCluster, type ClusterStatus } from "./bench-cluster.js";
 import { BENCH_CONTAINERS } from "./platform-topology.js";
 import type { RawReply, RawRequest } from "./raw-tcp.js";
 
@@ -110,7 +107,6 @@ export interface PlatformBenchReport {
 
 const TOPOLOGY = fileURLToPath(new URL("./platform-topology.js", import.meta.url));
 const RAW_SCRIPT = fileURLToPath(new URL("./raw-tcp.js", import.meta.url));
-const START_TIMEOUT_MS = 30_000;
 
 export async function runPlatformBench(
   options: PlatformBenchOptions,
@@ -185,73 +181,27 @@ export function describe(result: CaseResult): string {
 // ---------------------------------------------------------------------------------------------
 // Platform cases
 
-interface Status {
-  containers: ContainerStatus[];
-  instances: InstanceStatus[];
-}
+type Status = ClusterStatus;
 
-interface ClusterHandle {
-  status(): Promise<Status>;
-}
-
-async function withCluster<T>(
+function withCluster<T>(
   params: Record<string, string>,
   options: PlatformBenchOptions,
   id: CaseId,
-  body: (cluster: ClusterHandle) => Promise<T>,
+  body: (cluster: BenchCluster) => Promise<T>,
 ): Promise<T> {
-  const dataDir = mkdtempSync(join(tmpdir(), "tara-bench-"));
-  options.progress(`${id}: starting a ${BENCH_CONTAINERS}-container cluster in ${dataDir}`);
-  const cluster = await LocalCluster.start(
-    {
-      topology: TOPOLOGY,
-      params,
-      containers: BENCH_CONTAINERS,
-      allowColocation: true,
-      dataDir,
-      host: "127.0.0.1",
-      adminPort: 0,
-      heartbeatMs: 200,
-      heartbeatTimeoutMs: 2000,
-    },
-    pino({ level: "warn", base: { proc: "bench" } }),
-  );
-  let ok = false;
-  try {
-    const result = await body({
-      status: async () => {
-        const response = await fetch(`${cluster.adminUrl}/status`);
-        if (!response.ok) throw new Error(`GET /status: HTTP ${response.status}`);
-        return (await response.json()) as Status;
-      },
-    });
-    ok = true;
-    return result;
-  } finally {
-    await cluster.stop();
-    if (ok) rmSync(dataDir, { recursive: true, force: true });
-    else options.progress(`${id}: failed; logs kept in ${dataDir}/logs`);
-  }
+  const launch = {
+    topology: TOPOLOGY,
+    params,
+    containers: BENCH_CONTAINERS,
+    allowColocation: true,
+  };
+  return withBenchCluster(launch, options.progress, id, body);
 }
 
 function instance(status: Status, stage: string, index: number): InstanceStatus {
   const found = status.instances.find((i) => i.stage === stage && i.index === index);
   if (!found) throw new Error(`no ${stage}:${index} in the status`);
   return found;
-}
-
-async function waitFor(
-  cluster: ClusterHandle,
-  what: string,
-  done: (status: Status) => boolean,
-): Promise<Status> {
-  const deadline = performance.now() + START_TIMEOUT_MS;
-  for (;;) {
-    const status = await cluster.status();
-    if (done(status)) return status;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 /** CPU seconds of every process of the cluster but the topology manager and supervisors. */
@@ -338,8 +288,7 @@ async function platformThroughput(
     batch: String(options.batch),
   };
   return withCluster(params, options, id, async (cluster) => {
-    await waitFor(
-      cluster,
+    await cluster.waitFor(
       "the first tuples at the sink",
       (s) => sinkStatus(s, target) !== undefined,
     );
@@ -387,8 +336,7 @@ async function platformLatency(
   };
   return withCluster(params, options, id, async (cluster) => {
     options.progress(`${id}: waiting for the first pongs, then warming up ${options.warmupS} s`);
-    const before = await waitFor(
-      cluster,
+    const before = await cluster.waitFor(
       "the pinger's warm-up",
       (s) => pingerStatus(s) !== undefined,
     );
@@ -565,9 +513,4 @@ export function checkTargets(results: CaseResult[]): TargetCheck[] {
     });
   }
   return checks;
-}
-
-function round(value: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(value * f) / f;
 }

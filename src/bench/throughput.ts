@@ -4,14 +4,9 @@
  * over client counts. Per count: requests per second, latency percentiles (HDR histogram), and
  * CPU and RSS of every process of the cluster and of the load generator.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { pino } from "pino";
 import { KvClient } from "../client/kv-client.js";
-import { LocalCluster } from "../platform/runtime/launcher.js";
-import type { ContainerStatus, InstanceStatus } from "../platform/tmaster/plan-tracker.js";
+import { round, withBenchCluster, type ClusterStatus } from "./bench-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
 
 export const MECHANISMS = ["pdc"] as const;
@@ -42,73 +37,49 @@ export interface ThroughputPoint extends LatencySummary {
   processes: Record<string, ProcessUse>;
 }
 
-interface Status {
-  containers: ContainerStatus[];
-  instances: InstanceStatus[];
-}
+type Status = ClusterStatus;
 
 const CONTAINERS = 3;
 
-export async function runThroughputBench(options: ThroughputOptions): Promise<ThroughputPoint[]> {
-  const dataDir = mkdtempSync(join(tmpdir(), "tara-bench-"));
-  options.progress(
-    `starting a ${CONTAINERS}-container cluster (${options.mechanism}) in ${dataDir}`,
-  );
-  const cluster = await LocalCluster.start(
-    {
-      topology: "kv",
-      params: options.params,
-      containers: CONTAINERS,
-      allowColocation: false,
-      dataDir,
-      host: "127.0.0.1",
-      adminPort: 0,
-      gatewayPort: 0,
-      heartbeatMs: 200,
-      heartbeatTimeoutMs: 2000,
-    },
-    pino({ level: "warn", base: { proc: "bench" } }),
-  );
-  const status = async (): Promise<Status> => {
-    const response = await fetch(`${cluster.adminUrl}/status`);
-    if (!response.ok) throw new Error(`GET /status: HTTP ${response.status}`);
-    return (await response.json()) as Status;
+export function runThroughputBench(options: ThroughputOptions): Promise<ThroughputPoint[]> {
+  const launch = {
+    topology: "kv",
+    params: options.params,
+    containers: CONTAINERS,
+    allowColocation: false,
+    gatewayPort: 0,
   };
-  let ok = false;
-  try {
-    for (let tries = 0; !(await status()).instances.every((i) => i.state === "running"); tries++) {
-      if (tries > 300) throw new Error("the cluster did not start within 30 s");
-      await sleep(100);
-    }
+  return withBenchCluster(launch, options.progress, options.mechanism, async (bench) => {
+    await bench.waitFor("every replica running", (s) =>
+      s.instances.every((i) => i.state === "running"),
+    );
     const points: ThroughputPoint[] = [];
     const clients: KvClient[] = [];
-    for (const count of options.clients) {
-      while (clients.length < count) {
-        const client = new KvClient({
-          gateways: cluster.gateways,
-          timeoutMs: 2000,
-          firstGateway: clients.length % cluster.gateways.length,
-        });
-        await client.connect();
-        clients.push(client);
+    try {
+      for (const count of options.clients) {
+        while (clients.length < count) {
+          const client = new KvClient({
+            gateways: bench.cluster.gateways,
+            timeoutMs: 2000,
+            firstGateway: clients.length % bench.cluster.gateways.length,
+          });
+          await client.connect();
+          clients.push(client);
+        }
+        options.progress(
+          `${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
+        );
+        const point = await measure(options, clients.slice(0, count), bench.status);
+        points.push(point);
+        options.progress(
+          `${count} clients: ${point.requestsPerSec} req/s, p50 ${point.p50Ms} ms, p99 ${point.p99Ms} ms`,
+        );
       }
-      options.progress(
-        `${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
-      );
-      points.push(await measure(options, clients.slice(0, count), status));
-      const last = points.at(-1)!;
-      options.progress(
-        `${count} clients: ${last.requestsPerSec} req/s, p50 ${last.p50Ms} ms, p99 ${last.p99Ms} ms`,
-      );
+    } finally {
+      await Promise.all(clients.map((c) => c.client.close()));
     }
-    await Promise.all(clients.map((c) => c.client.close()));
-    ok = true;
     return points;
-  } finally {
-    await cluster.stop();
-    if (ok) rmSync(dataDir, { recursive: true, force: true });
-    else options.progress(`failed; logs kept in ${dataDir}/logs`);
-  }
+  });
 }
 
 async function measure(
@@ -174,9 +145,4 @@ function processUse(before: Status, after: Status, windowS: number): Record<stri
     add(`${i.stage}:${i.index}`, start?.cpuSeconds ?? null, i.cpuSeconds, i.rssBytes);
   }
   return use;
-}
-
-function round(value: number, digits: number): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
 }

@@ -4,8 +4,8 @@
  * than f of a stage down at once), then a healed phase in which every request must complete.
  *
  * Checkers, on what the replicas emit and execute (docs/PROTOCOLS.md, invariants):
- * - agreement: no two executions, commits or accepts name different values for one sequence
- *   number (resp. one view and sequence number);
+ * - agreement: no two executions name different values for one sequence number, and no two
+ *   accepts different values for one view and sequence number;
  * - a committer incarnation never accepts below a view it promised;
  * - the leader never proposes beyond the stable checkpoint + W;
  * - checkpoints at one sequence number have one digest, and live executors end in one state;

@@ -1,6 +1,6 @@
 /**
- * Smoke test of `tara bench platform --quick`: it runs real clusters, prints JSON lines and
- * writes its results file. Performance figures are recorded, never asserted, in tests.
+ * Smoke tests of `tara bench platform` and `tara bench throughput`: they run real clusters,
+ * print JSON lines and write their results files. Performance figures are recorded, never asserted, in tests.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -31,5 +31,31 @@ it("tara bench platform --quick --json measures throughput and latency across co
   assert.ok(existsSync(file), `results file ${file}`);
   const saved = JSON.parse(readFileSync(file, "utf8")) as { results: unknown[] };
   assert.equal(saved.results.length, 2);
+  rmSync(dirname(file), { recursive: true, force: true });
+});
+
+it("tara bench throughput --json runs closed-loop clients against the replicated service", () => {
+  const run = spawnSync(
+    process.execPath,
+    [taraBin, "bench", "throughput", "--clients", "1,4", "--duration", "1", "--json"],
+    { encoding: "utf8", timeout: 120_000 },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  const points = run.stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  assert.deepEqual(
+    points.map((p) => p.clients),
+    [1, 4],
+  );
+  for (const point of points) {
+    assert.ok(Number(point.requestsPerSec) > 0 && Number(point.p50Ms) > 0);
+    assert.ok("executor:0" in (point.processes as object));
+  }
+  const file = /results written to (\S+)/.exec(run.stderr)?.[1];
+  assert.ok(file && existsSync(file), `results file in: ${run.stderr}`);
+  const saved = JSON.parse(readFileSync(file, "utf8")) as { points: unknown[] };
+  assert.equal(saved.points.length, 2);
   rmSync(dirname(file), { recursive: true, force: true });
 });
