@@ -1,0 +1,131 @@
+/**
+ * The chain rules every backend shares: which entries make up the state to recover, and which
+ * can go once a newer base is durable.
+ */
+import {
+  CheckpointRejected,
+  describeOwner,
+  describeRef,
+  type CheckpointOwner,
+  type CheckpointStore,
+  type EntryRef,
+} from "./store.js";
+
+/** The part of a pino logger recovery needs. */
+export interface RecoveryLog {
+  warn(obj: object, msg?: string): void;
+}
+
+export interface LoadedEntry {
+  readonly id: number;
+  readonly data: Uint8Array;
+}
+
+export interface RecoveredChain {
+  /** Absent when the owner never wrote a base: the deltas then start from the empty state. */
+  readonly base?: LoadedEntry;
+  /** To apply on top of the base, in id order. */
+  readonly deltas: LoadedEntry[];
+}
+
+/** Bases exist but none is valid: the deltas alone cannot be trusted to rebuild the state. */
+export class CheckpointChainBroken extends Error {
+  constructor(
+    readonly owner: CheckpointOwner,
+    readonly reasons: readonly string[],
+  ) {
+    super(
+      `no valid checkpoint base for ${describeOwner(owner)} and the deltas may not reach back ` +
+        `to the start: ${reasons.join("; ")}`,
+    );
+    this.name = "CheckpointChainBroken";
+  }
+}
+
+/**
+ * The state to recover: the newest valid base, then every delta with a larger id, in id order.
+ *
+ * - A rejected base is logged and skipped: the previous base followed by all later deltas
+ *   (including those after the rejected base) gives the same state, since a base is by
+ *   construction the previous base plus the deltas between them.
+ * - A rejected delta is logged and ends the chain: the valid prefix before it is returned, and
+ *   the deltas after it are not used (they would apply to a state that misses the bad one).
+ * - No base at all (an owner that never compacted): the deltas from the start.
+ * - Nothing stored: `{ deltas: [] }`.
+ * - Bases stored but every one rejected: throws `CheckpointChainBroken`. Deltas older than the
+ *   oldest base may have been pruned, so rebuilding from deltas alone could silently produce a
+ *   state that misses a prefix.
+ *
+ * Store errors other than a rejection (an unreachable server, a permission error) propagate:
+ * an outage is not a reason to fall back to older state.
+ */
+export async function loadLatest(
+  store: CheckpointStore,
+  owner: CheckpointOwner,
+  log: RecoveryLog,
+): Promise<RecoveredChain> {
+  const refs = await store.list(owner);
+  const bases = refs.filter((ref) => ref.kind === "base").reverse();
+  let base: LoadedEntry | undefined;
+  const rejectedBases: string[] = [];
+  for (const ref of bases) {
+    const data = await getOrReject(
+      store,
+      ref,
+      log,
+      "checkpoint base rejected; trying the previous one",
+    );
+    if (data instanceof CheckpointRejected) {
+      rejectedBases.push(data.message);
+      continue;
+    }
+    base = { id: ref.id, data };
+    break;
+  }
+  if (!base && rejectedBases.length > 0) throw new CheckpointChainBroken(owner, rejectedBases);
+
+  const deltas: LoadedEntry[] = [];
+  const after = base?.id ?? -1;
+  for (const ref of refs) {
+    if (ref.kind !== "delta" || ref.id <= after) continue;
+    const data = await getOrReject(
+      store,
+      ref,
+      log,
+      "checkpoint delta rejected; recovering up to the one before it",
+    );
+    if (data instanceof CheckpointRejected) break;
+    deltas.push({ id: ref.id, data });
+  }
+  return base ? { base, deltas } : { deltas };
+}
+
+/**
+ * Deletes the owner's entries with an id below `keepFromId` and returns how many there were.
+ * Call it off the hot path, once the base at `keepFromId` (normally the base one generation
+ * before the newest, so that a bad newest base still has a fallback) is durable.
+ */
+export async function pruneBefore(
+  store: CheckpointStore,
+  owner: CheckpointOwner,
+  keepFromId: number,
+): Promise<number> {
+  const doomed = (await store.list(owner)).filter((ref) => ref.id < keepFromId);
+  await store.delete(doomed);
+  return doomed.length;
+}
+
+async function getOrReject(
+  store: CheckpointStore,
+  ref: EntryRef,
+  log: RecoveryLog,
+  what: string,
+): Promise<Uint8Array | CheckpointRejected> {
+  try {
+    return await store.get(ref);
+  } catch (error) {
+    if (!(error instanceof CheckpointRejected)) throw error;
+    log.warn({ ref: describeRef(ref), reason: error.reason, store: store.description }, what);
+    return error;
+  }
+}
