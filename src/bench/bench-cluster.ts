@@ -23,7 +23,7 @@ export interface BenchCluster {
 
 export type BenchLaunch = Pick<
   LaunchOptions,
-  "topology" | "params" | "containers" | "allowColocation" | "gatewayPort"
+  "topology" | "params" | "containers" | "allowColocation" | "gatewayPort" | "checkpoints"
 >;
 
 /** Runs `body` against a new cluster; its logs are kept if the body fails. */

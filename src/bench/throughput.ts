@@ -8,12 +8,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { KvClient } from "../client/kv-client.js";
 import { round, withBenchCluster, type ClusterStatus } from "./bench-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
-
-export const MECHANISMS = ["pdc"] as const;
-export type Mechanism = (typeof MECHANISMS)[number];
+import type { Mechanism } from "../platform/api/stage.js";
+import type { CheckpointConfig } from "../platform/runtime/config.js";
 
 export interface ThroughputOptions {
-  mechanism: Mechanism;
+  checkpoints: CheckpointConfig;
   clients: number[];
   durationS: number;
   warmupS: number;
@@ -30,6 +29,8 @@ export interface ProcessUse {
 
 export interface ThroughputPoint extends LatencySummary {
   mechanism: Mechanism;
+  /** Instance checkpoints on (full crash recovery). */
+  instance: boolean;
   clients: number;
   requestsPerSec: number;
   windowS: number;
@@ -48,8 +49,10 @@ export function runThroughputBench(options: ThroughputOptions): Promise<Throughp
     containers: CONTAINERS,
     allowColocation: false,
     gatewayPort: 0,
+    checkpoints: options.checkpoints,
   };
-  return withBenchCluster(launch, options.progress, options.mechanism, async (bench) => {
+  const label = options.checkpoints.mechanism + (options.checkpoints.instance ? "+instance" : "");
+  return withBenchCluster(launch, options.progress, label, async (bench) => {
     await bench.waitFor("every replica running", (s) =>
       s.instances.every((i) => i.state === "running"),
     );
@@ -121,7 +124,8 @@ async function measure(
     rssMb: round(process.memoryUsage().rss / 2 ** 20, 0),
   };
   return {
-    mechanism: options.mechanism,
+    mechanism: options.checkpoints.mechanism,
+    instance: options.checkpoints.instance || options.checkpoints.mechanism === "gpc",
     clients: clients.length,
     requestsPerSec: Math.round(completed / windowS),
     windowS: round(windowS, 2),

@@ -11,12 +11,12 @@ import {
   type PlatformBenchReport,
   type ThroughputResult,
 } from "../bench/platform.js";
+import { runThroughputBench, type ThroughputPoint } from "../bench/throughput.js";
 import {
-  MECHANISMS,
-  runThroughputBench,
-  type Mechanism,
-  type ThroughputPoint,
-} from "../bench/throughput.js";
+  addCheckpointOptions,
+  checkpointConfigOf,
+  type CheckpointFlags,
+} from "./checkpoint-options.js";
 
 const RESULTS_DIR = "bench-results";
 
@@ -48,15 +48,6 @@ function clientCounts(text: string): number[] {
   return counts;
 }
 
-function mechanism(text: string): Mechanism {
-  if (!(MECHANISMS as readonly string[]).includes(text)) {
-    throw new InvalidArgumentError(
-      `mechanism ${text} is not available yet: one of ${MECHANISMS.join(", ")}`,
-    );
-  }
-  return text as Mechanism;
-}
-
 function param(text: string, previous: Record<string, string>): Record<string, string> {
   const eq = text.indexOf("=");
   if (eq <= 0) throw new InvalidArgumentError("expected key=value");
@@ -66,56 +57,55 @@ function param(text: string, previous: Record<string, string>): Record<string, s
 export function registerBench(program: Command): void {
   const bench = program.command("bench").description("benchmarks (see docs/BENCHMARKS.md)");
 
-  bench
+  const throughput = bench
     .command("throughput")
     .description(
       "closed-loop clients (one request outstanding each, 128-byte values) against the " +
         "replicated key-value service on a fresh 3-container cluster: requests/s and latency " +
         "per client count",
     )
-    .option("--mechanism <name>", `checkpointing (${MECHANISMS.join(", ")})`, mechanism, "pdc")
     .option("--clients <list>", "client counts to sweep", clientCounts)
     .option("--duration <s>", "measured window per client count (default 10, --quick 2)", seconds)
     .option("--param <key=value>", "TARA parameter (repeatable)", param, {})
     .option("--quick", "1, 16 and 64 clients, 2 s each: a smoke test", false)
-    .option("--json", "one JSON object per client count", false)
-    .action(
-      async (options: {
-        mechanism: Mechanism;
+    .option("--json", "one JSON object per client count", false);
+  addCheckpointOptions(throughput).action(
+    async (
+      options: CheckpointFlags & {
         clients?: number[];
         duration?: number;
         param: Record<string, string>;
         quick: boolean;
         json: boolean;
-      }) => {
-        const began = performance.now();
-        const progress = (line: string) =>
-          process.stderr.write(
-            `[bench ${((performance.now() - began) / 1000).toFixed(1)}s] ${line}\n`,
-          );
-        const startedAt = new Date().toISOString();
-        const points = await runThroughputBench({
-          mechanism: options.mechanism,
-          clients: options.clients ?? (options.quick ? [1, 16, 64] : [1, 4, 16, 32, 64, 128, 256]),
-          durationS: options.duration ?? (options.quick ? 2 : 10),
-          warmupS: options.quick ? 1 : 2,
-          valueBytes: 128,
-          params: options.param,
-          progress,
-        });
-        const dir = resolve(RESULTS_DIR, startedAt.replace(/[:.]/g, "-"));
-        mkdirSync(dir, { recursive: true });
-        const file = join(dir, "throughput.json");
-        writeFileSync(file, JSON.stringify({ startedAt, options, points }, null, 2) + "\n");
-        progress(`results written to ${file}`);
-        if (options.json) {
-          for (const point of points)
-            console.log(JSON.stringify({ bench: "throughput", ...point }));
-        } else {
-          console.log(throughputTable(points));
-        }
       },
-    );
+    ) => {
+      const began = performance.now();
+      const progress = (line: string) =>
+        process.stderr.write(
+          `[bench ${((performance.now() - began) / 1000).toFixed(1)}s] ${line}\n`,
+        );
+      const startedAt = new Date().toISOString();
+      const points = await runThroughputBench({
+        checkpoints: checkpointConfigOf(options),
+        clients: options.clients ?? (options.quick ? [1, 16, 64] : [1, 4, 16, 32, 64, 128, 256]),
+        durationS: options.duration ?? (options.quick ? 2 : 10),
+        warmupS: options.quick ? 1 : 2,
+        valueBytes: 128,
+        params: options.param,
+        progress,
+      });
+      const dir = resolve(RESULTS_DIR, startedAt.replace(/[:.]/g, "-"));
+      mkdirSync(dir, { recursive: true });
+      const file = join(dir, "throughput.json");
+      writeFileSync(file, JSON.stringify({ startedAt, options, points }, null, 2) + "\n");
+      progress(`results written to ${file}`);
+      if (options.json) {
+        for (const point of points) console.log(JSON.stringify({ bench: "throughput", ...point }));
+      } else {
+        console.log(throughputTable(points));
+      }
+    },
+  );
 
   bench
     .command("platform")
@@ -239,5 +229,7 @@ function throughputTable(points: ThroughputPoint[]): string {
       .join(", ");
     table.push([p.clients, p.requestsPerSec, p.p50Ms.toFixed(2), p.p99Ms.toFixed(2), busiest]);
   }
-  return `throughput bench (${points[0]?.mechanism ?? "-"}):\n${table.toString()}`;
+  const first = points[0];
+  const label = first ? `${first.mechanism}${first.instance ? ", instance checkpoints" : ""}` : "-";
+  return `throughput bench (${label}):\n${table.toString()}`;
 }

@@ -11,6 +11,7 @@ import {
 import { adminRequest, readClusterFile } from "./cluster-client.js";
 import { registerBench } from "./bench.js";
 import { registerSim } from "./sim.js";
+import { addCheckpointOptions, checkpointConfigOf } from "./checkpoint-options.js";
 
 function integer(min: number, max: number) {
   return (text: string): number => {
@@ -28,13 +29,43 @@ function param(text: string, previous: Record<string, string>): Record<string, s
   return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
 }
 
+/** One cell: mechanism, the latest checkpoint written (kind, id, bytes, age), recovery. */
+function checkpointSummary(status: unknown): string {
+  if (!status || typeof status !== "object") return "-";
+  const c = status as {
+    mechanism: string;
+    instance: {
+      last: { kind: string; id: number; bytes: number; at: number } | null;
+      stalled: string | null;
+    } | null;
+    group: {
+      last: { seq: number; bytes: number; at: number } | null;
+      stalled: string | null;
+    } | null;
+    recovery: { base: number | null; deltas: number; updates: number } | null;
+  };
+  const age = (at: number) => `${Math.max(0, Math.round((Date.now() - at) / 100) / 10)}s ago`;
+  const parts = [c.mechanism];
+  if (c.instance?.last) {
+    const { kind, id, bytes, at } = c.instance.last;
+    parts.push(`instance ${kind} #${id} ${bytes} B ${age(at)}`);
+  }
+  if (c.group?.last)
+    parts.push(`group @${c.group.last.seq} ${c.group.last.bytes} B ${age(c.group.last.at)}`);
+  if (c.recovery)
+    parts.push(`recovered ${c.recovery.updates} updates (base ${c.recovery.base ?? "-"})`);
+  const stalled = c.instance?.stalled ?? c.group?.stalled;
+  if (stalled) parts.push(`STALLED: ${stalled}`);
+  return parts.join("\n");
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command("tara").description(
     "Stream-based state-machine replication with generic checkpointing",
   );
   const dataDir = () => new Option("--data-dir <dir>", "cluster data directory").default("./data");
 
-  program
+  const start = program
     .command("start")
     .description("run a topology locally in the foreground until SIGINT/SIGTERM")
     .option(
@@ -80,54 +111,54 @@ export async function main(argv: string[]): Promise<void> {
       new Option("--instance-timeout-ms <ms>", "silence after which an instance is hung: killed")
         .argParser(integer(50, 600000))
         .default(DEFAULT_INSTANCE_TIMEOUT_MS),
-    )
-    .action(async (options) => {
-      const log = pino({ base: { proc: "launcher" } });
-      const secret = options.secretFile
-        ? readFileSync(options.secretFile, "utf8").trim()
-        : process.env.TARA_SECRET;
-      if (secret !== undefined && !/^[0-9a-f]{32,}$/.test(secret)) {
-        throw new Error("the cluster secret must be at least 32 lowercase hex digits");
-      }
-      const cluster = await LocalCluster.start(
-        {
-          topology: options.topology,
-          params: options.param,
-          containers: options.containers,
-          allowColocation: options.allowColocation,
-          dataDir: options.dataDir,
-          host: options.host,
-          adminPort: options.adminPort,
-          gatewayPort: options.gatewayPort,
-          secret,
-          heartbeatMs: options.heartbeatMs,
-          heartbeatTimeoutMs: options.heartbeatTimeoutMs,
-          instanceTimeoutMs: options.instanceTimeoutMs,
-        },
-        log,
-      );
-      log.info(
-        {
-          event: "running",
-          topology: options.topology,
-          containers: options.containers,
-          admin: cluster.adminUrl,
-          gateways: cluster.gateways,
-          dataDir: cluster.config.dataDir,
-        },
-        `tara running: admin ${cluster.adminUrl}` +
-          (cluster.gateways.length > 0
-            ? `, clients connect to ${cluster.gateways.join(" ")}`
-            : "") +
-          `, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
-      );
-      if (cluster.gateways.length > 0) console.log(`gateways: ${cluster.gateways.join(" ")}`);
-      await new Promise<void>((resolve) => {
-        process.once("SIGINT", resolve);
-        process.once("SIGTERM", resolve);
-      });
-      await cluster.stop();
+    );
+  addCheckpointOptions(start);
+  start.action(async (options) => {
+    const log = pino({ base: { proc: "launcher" } });
+    const secret = options.secretFile
+      ? readFileSync(options.secretFile, "utf8").trim()
+      : process.env.TARA_SECRET;
+    if (secret !== undefined && !/^[0-9a-f]{32,}$/.test(secret)) {
+      throw new Error("the cluster secret must be at least 32 lowercase hex digits");
+    }
+    const cluster = await LocalCluster.start(
+      {
+        topology: options.topology,
+        params: options.param,
+        containers: options.containers,
+        allowColocation: options.allowColocation,
+        dataDir: options.dataDir,
+        host: options.host,
+        adminPort: options.adminPort,
+        gatewayPort: options.gatewayPort,
+        secret,
+        heartbeatMs: options.heartbeatMs,
+        heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+        instanceTimeoutMs: options.instanceTimeoutMs,
+        checkpoints: checkpointConfigOf(options),
+      },
+      log,
+    );
+    log.info(
+      {
+        event: "running",
+        topology: options.topology,
+        containers: options.containers,
+        admin: cluster.adminUrl,
+        gateways: cluster.gateways,
+        dataDir: cluster.config.dataDir,
+      },
+      `tara running: admin ${cluster.adminUrl}` +
+        (cluster.gateways.length > 0 ? `, clients connect to ${cluster.gateways.join(" ")}` : "") +
+        `, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
+    );
+    if (cluster.gateways.length > 0) console.log(`gateways: ${cluster.gateways.join(" ")}`);
+    await new Promise<void>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
     });
+    await cluster.stop();
+  });
 
   program
     .command("status")
@@ -170,6 +201,7 @@ export async function main(argv: string[]): Promise<void> {
           "restarts",
           "in",
           "out",
+          "checkpoints",
           "status",
         ],
       });
@@ -183,7 +215,8 @@ export async function main(argv: string[]): Promise<void> {
           i.restarts,
           i.tuplesIn,
           i.tuplesOut,
-          JSON.stringify(i.status),
+          checkpointSummary(i.status.checkpoints),
+          JSON.stringify({ ...i.status, checkpoints: undefined }),
         ]);
       }
       console.log(`topology ${status.topology}\n${containers.toString()}\n${instances.toString()}`);

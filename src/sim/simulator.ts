@@ -498,7 +498,7 @@ export class Simulator {
       },
       clock: { now: () => this.clock },
       log: this.log,
-      checkpoints: { mechanism: "none" },
+      checkpoints: { mechanism: "none", group: undefined, instance: undefined },
       external: {
         send: (output) => {
           if (!live()) return;

@@ -26,6 +26,11 @@ export const taraConfigSchema = z
     stateTimeoutMs: int(1, 600_000).default(300),
     /** Proposers that do not lead keep clients' requests this long, for when they take over. */
     requestRetentionMs: int(1, 3_600_000).default(3000),
+    /**
+     * Tests: executors log every accept they receive from this committer, and the committer
+     * logs the state it recovers (checked against each other after a crash); -1: off.
+     */
+    traceCommitter: int(-1, 1000).default(-1),
   })
   .strict()
   .transform((c) => ({ ...c, window: c.window ?? 2 * c.checkpointInterval }))

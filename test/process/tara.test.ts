@@ -5,58 +5,23 @@
  * ends in the same state, and the killed executor catches up through a peer's checkpoint.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { KvClient } from "../../src/client/kv-client.js";
-import type { ClusterFile } from "../../src/platform/runtime/launcher.js";
-import { TestCluster, waitFor, type Status } from "./harness.js";
+import { TestCluster, waitFor } from "./harness.js";
+import {
+  abortLoads,
+  connectClients,
+  instances,
+  progress,
+  startLoad,
+  stopAndCheck,
+} from "./kv-load.js";
 
 const CLIENTS = 8;
 let cluster: TestCluster | undefined;
 after(async () => {
+  await abortLoads();
   await cluster?.stop();
 });
-
-interface Load {
-  acked: number;
-  submitted: number;
-  lastAcked: Map<string, string>;
-  stop(): Promise<void>;
-}
-
-/** Closed-loop clients, each putting increasing values to its own key. */
-function startLoad(clients: KvClient[]): Load {
-  let running = true;
-  const load: Load = {
-    acked: 0,
-    submitted: 0,
-    lastAcked: new Map(),
-    stop: async () => {
-      running = false;
-      await Promise.all(loops);
-    },
-  };
-  const loops = clients.map(async (client, i) => {
-    for (let n = 1; running; n++) {
-      const value = `${n}`;
-      load.submitted++;
-      await client.put(`key-${i}`, value);
-      load.acked++;
-      load.lastAcked.set(`key-${i}`, value);
-    }
-  });
-  return load;
-}
-
-function instances(status: Status, stage: string) {
-  return status.instances.filter((i) => i.stage === stage);
-}
-
-async function progress(load: Load, what: string, count = 100): Promise<void> {
-  const target = load.acked + count;
-  await waitFor(`${count} more acknowledged requests ${what}`, () => load.acked >= target);
-}
 
 describe("replicated key-value service on real processes", () => {
   it("survives SIGKILL of the leader proposer, a committer and an executor: no request lost or applied twice", async () => {
@@ -70,20 +35,7 @@ describe("replicated key-value service on real processes", () => {
       "--param",
       "viewChangeMs=300",
     ]);
-    const info = JSON.parse(
-      readFileSync(join(cluster.dataDir, "cluster.json"), "utf8"),
-    ) as ClusterFile & { gateways: string[] };
-    const clients = await Promise.all(
-      Array.from({ length: CLIENTS }, async (_, i) => {
-        const client = new KvClient({
-          gateways: info.gateways,
-          timeoutMs: 1000,
-          firstGateway: i % info.gateways.length,
-        });
-        await client.connect();
-        return client;
-      }),
-    );
+    const clients = await connectClients(cluster, CLIENTS);
     const load = startLoad(clients);
     await progress(load, "before any crash", 300);
 
@@ -107,26 +59,9 @@ describe("replicated key-value service on real processes", () => {
 
     await cluster.kill({ replica: "executor:2" });
     await progress(load, "after an executor's crash", 400);
-    await load.stop();
-
-    // Every executor, the restarted one included, reaches the same state.
-    const final = await waitFor("every executor at the same state", async () => {
-      const executors = instances(await cluster!.status(), "executor").map((e) => e.status);
-      const s = executors[0]!.lastExecuted;
-      const settled = executors.every(
-        (e) => e.lastExecuted === s && e.digestAt === s && e.digest === executors[0]!.digest,
-      );
-      return settled ? executors : undefined;
-    });
+    await stopAndCheck(cluster, load, 0);
     const restarted = await cluster.instance("executor", 2);
     assert.ok(restarted.incarnation > 1);
     assert.ok((restarted.status.checkpoint as number) >= 100, "it caught up from a checkpoint");
-    // Executor 0 never crashed: it applied each submitted request exactly once.
-    assert.equal(final[0]!.applied, load.submitted);
-    assert.equal(load.acked, load.submitted);
-    // And each key holds the last acknowledged value: nothing lost, nothing replayed late.
-    const reader = clients[0]!;
-    for (const [key, value] of load.lastAcked) assert.equal(await reader.get(key), value);
-    await Promise.all(clients.map((c) => c.client.close()));
   });
 });

@@ -44,12 +44,50 @@ export interface Log {
   error(obj: object, msg?: string): void;
 }
 
+/** How a deployment checkpoints a stage (docs/CHECKPOINTING.md). */
+export const mechanisms = ["pdc", "gpc", "lpc-cm", "lpc-cs"] as const;
+export type Mechanism = (typeof mechanisms)[number];
+
 /**
- * Checkpoint support, filled in per deployment by the checkpoint mechanism (PDC, GPC, LPC-CM,
- * LPC-CS). The platform of today runs stages without a mechanism.
+ * Checkpoint support, filled in per deployment by the stage's mechanism. A stage uses only
+ * this API: switching mechanism changes no stage code. What is undefined is not provided by
+ * the mechanism, and the protocol does without (or keeps its own, as PDC's in-memory group
+ * checkpoints).
  */
 export interface Checkpoints {
-  readonly mechanism: "none";
+  readonly mechanism: Mechanism | "none";
+  /** Group checkpoints persisted by the platform (LPC); results arrive as `onCheckpoint`. */
+  readonly group: GroupCheckpoints | undefined;
+  /** Instance checkpoints (GPC, and LPC with instance checkpoints on). */
+  readonly instance: InstanceCheckpoints | undefined;
+}
+
+export interface GroupCheckpoints {
+  /** Persists the checkpoint taken after sequence number `seq`; "group-saved" follows. */
+  save(seq: number, snapshot: Uint8Array): void;
+  /** Asks for the latest persisted checkpoint of the stage (any replica's); "group-loaded" follows. */
+  loadLatest(): void;
+}
+
+export interface InstanceCheckpoints {
+  /**
+   * Records an update of this replica's exact state. Every tuple and external output emitted
+   * after this call leaves the replica only once the update is durable (LPC) or covered by a
+   * complete global checkpoint (GPC). Updates are written in batches (group commit).
+   */
+  record(update: Tuple): void;
+}
+
+/** What the platform reports back to a stage about its checkpoints. */
+export type CheckpointEvent =
+  | { readonly t: "group-saved"; readonly seq: number }
+  | { readonly t: "group-loaded"; readonly seq: number; readonly snapshot: Uint8Array }
+  | { readonly t: "group-none" };
+
+/** A replica's instance state as the platform recovered it: a snapshot and the updates after it. */
+export interface InstanceState {
+  readonly snapshot: Tuple | undefined;
+  readonly updates: readonly Tuple[];
 }
 
 /**
@@ -88,6 +126,17 @@ export interface Stage {
   onTimer?(name: string, ctx: StageContext): void;
   /** Input from the outside world through this stage's port (see `StageOptions.port`). */
   onExternal?(input: Tuple, ctx: StageContext): void;
+  onCheckpoint?(event: CheckpointEvent, ctx: StageContext): void;
+  /**
+   * The replica's exact state, for instance checkpoints: GPC snapshots and LPC compaction.
+   * `restore(snapshot, updates)` must rebuild the same state.
+   */
+  snapshot?(): Tuple;
+  /**
+   * Called before `onStart` when the replica has instance checkpoints: the state it had
+   * externalised (and possibly a little more) before it crashed; empty on a first start.
+   */
+  restore?(state: InstanceState, ctx: StageContext): void;
 }
 
 /**

@@ -7,7 +7,23 @@
  */
 import { C1, pack, unpack } from "msgpackr";
 import type { Logger } from "pino";
-import type { ReplicaId, Stage, StageContext, Tuple, Source } from "../api/stage.js";
+import type {
+  CheckpointEvent,
+  Checkpoints,
+  InstanceCheckpoints,
+  InstanceState,
+  Mechanism,
+  ReplicaId,
+  Stage,
+  StageContext,
+  Tuple,
+  Source,
+} from "../api/stage.js";
+import type { CheckpointChannel } from "../checkpoint/channel.js";
+import { PersistedGroupCheckpoints } from "../checkpoint/group-checkpoints.js";
+import { InstanceLog } from "../checkpoint/instance-log.js";
+import { CheckpointChainBroken } from "../checkpoint/store/recovery.js";
+import type { CheckpointConfig } from "../runtime/config.js";
 import {
   TopologyError,
   type ExternalPort,
@@ -31,6 +47,23 @@ export interface ExecutorOptions {
    * has no external I/O: `ctx.external.send` drops its output.
    */
   readonly portEnvironment?: Omit<PortEnvironment, "stage" | "parallelism">;
+  /** How this replica is checkpointed; without it, not at all. */
+  readonly checkpointing?: ExecutorCheckpointing;
+}
+
+export interface ExecutorCheckpointing {
+  readonly mechanism: Mechanism;
+  readonly config: CheckpointConfig;
+  /** Where LPC writes (shim or checkpoint manager); unused by PDC. */
+  readonly channel: CheckpointChannel | undefined;
+  /** Names this run's checkpoints in the store (topology and run id). */
+  readonly namespace: string;
+}
+
+/** An output held by the durability gate until the update recorded before it is durable. */
+interface HeldOutput {
+  readonly after: number;
+  readonly release: () => void;
 }
 
 export class Executor {
@@ -52,6 +85,20 @@ export class Executor {
   private portPaused = false;
   /** Output streams of every stage, by index: tuples name their stream by index. */
   private readonly outputsOf: Map<string, readonly string[]>;
+  private instanceLog: InstanceLog | undefined;
+  private instanceApi: InstanceCheckpoints | undefined;
+  /** What recovery found, for the status. */
+  private recovery: {
+    base: number | null;
+    deltas: number;
+    updates: number;
+    broken?: string;
+  } | null = null;
+  private groupCheckpoints: PersistedGroupCheckpoints | undefined;
+  private held: HeldOutput[] = [];
+  private heldHead = 0;
+  /** Deliveries that arrived while the replica was still recovering its state. */
+  private early: (() => void)[] | undefined = [];
 
   constructor(private readonly options: ExecutorOptions) {
     const { plan, self } = options;
@@ -73,15 +120,148 @@ export class Executor {
     return this.throttledBy.size > 0;
   }
 
-  start(): void {
+  /** Whether this replica keeps instance checkpoints (LPC with them on, for a stage that can). */
+  get hasInstanceCheckpoints(): boolean {
+    const c = this.options.checkpointing;
+    return (
+      c !== undefined &&
+      (c.mechanism === "lpc-cm" || c.mechanism === "lpc-cs") &&
+      c.config.instance &&
+      this.stage.snapshot !== undefined &&
+      this.stage.restore !== undefined
+    );
+  }
+
+  /** Starts the replica: recovers its instance state first, if it keeps one. */
+  async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    const c = this.options.checkpointing;
+    if (c?.channel && (c.mechanism === "lpc-cm" || c.mechanism === "lpc-cs")) {
+      const timers = { now: this.now, setTimer: this.setTimer, log: this.options.log };
+      this.groupCheckpoints = new PersistedGroupCheckpoints(this.owner("group"), c.channel, {
+        ...timers,
+        deliver: (event) => this.checkpointEvent(event),
+      });
+      if (this.hasInstanceCheckpoints) await this.recover(c.channel, c.config);
+    }
+    const early = this.early ?? [];
+    this.early = undefined;
     this.stage.onStart?.(this.context);
+    for (const deliver of early) deliver();
     if (this.port) {
       this.updatePortPause();
       this.port.open((input) => this.external(input));
     }
   }
+
+  private owner(replica: number | "group") {
+    const namespace = this.options.checkpointing!.namespace;
+    return { topology: namespace, stage: this.options.self.stage, replica };
+  }
+
+  /** Loads this replica's own instance log (retrying until the store answers) and restores it. */
+  private async recover(channel: CheckpointChannel, config: CheckpointConfig): Promise<void> {
+    const owner = this.owner(this.options.self.index);
+    const log = this.options.log;
+    let chain;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        chain = await channel.loadLatest(owner);
+        break;
+      } catch (error) {
+        if (error instanceof CheckpointChainBroken) {
+          // Its exact state is gone: the replica starts without one, as if it had no instance
+          // checkpoints (a TARA committer then stays passive), rather than from a wrong state.
+          log.error({ event: "recovery-impossible", reason: error.message }, "no valid state");
+          this.recovery = { base: null, deltas: 0, updates: 0, broken: error.message };
+          return;
+        }
+        log.warn({ event: "recovery-stalled", reason: (error as Error).message }, "cannot load");
+        await new Promise<void>((resolve) => this.setTimer(delay, resolve));
+      }
+    }
+    const updates: Tuple[] = [];
+    for (const delta of chain.deltas) updates.push(...(unpack(delta.data) as Tuple[]));
+    const state: InstanceState = {
+      snapshot: chain.base ? unpack(chain.base.data) : undefined,
+      updates,
+    };
+    const ids = [chain.base?.id ?? 0, ...chain.deltas.map((delta: { id: number }) => delta.id)];
+    this.recovery = {
+      base: chain.base?.id ?? null,
+      deltas: chain.deltas.length,
+      updates: updates.length,
+    };
+    log.info({ event: "recovered", ...this.recovery }, "instance state recovered");
+    this.stage.restore!(state, this.context);
+    this.instanceLog = new InstanceLog({
+      owner,
+      channel,
+      snapshot: () => this.stage.snapshot!(),
+      batchFactor: config.batchFactor,
+      batchDelayMs: config.batchDelayMs,
+      compactEvery: config.compactEvery,
+      nextId: Math.max(...ids) + 1,
+      baseId: chain.base?.id,
+      deltasSinceBase: chain.deltas.length,
+      now: this.now,
+      setTimer: this.setTimer,
+      onDurable: () => this.releaseHeld(),
+      log,
+    });
+    const instanceLog = this.instanceLog;
+    this.instanceApi = { record: (update) => instanceLog.record(update) };
+  }
+
+  /** Checkpoint state for `tara status` and the metrics. */
+  checkpointStatus(): Record<string, unknown> | undefined {
+    const c = this.options.checkpointing;
+    if (!c) return undefined;
+    return {
+      mechanism: c.mechanism,
+      instance: this.instanceLog
+        ? { ...this.instanceLog.stats, recorded: this.instanceLog.recorded, held: this.heldCount }
+        : null,
+      group: this.groupCheckpoints?.stats ?? null,
+      recovery: this.recovery,
+    };
+  }
+
+  private get heldCount(): number {
+    return this.held.length - this.heldHead;
+  }
+
+  private checkpointEvent(event: CheckpointEvent): void {
+    this.stage.onCheckpoint?.(event, this.context);
+  }
+
+  /** Sends what the durability gate held, in emission order, as far as durability allows. */
+  private releaseHeld(): void {
+    const durable = this.instanceLog!.durable;
+    while (this.heldHead < this.held.length && this.held[this.heldHead]!.after <= durable) {
+      this.held[this.heldHead++]!.release();
+    }
+    if (this.heldHead === this.held.length) {
+      this.held = [];
+      this.heldHead = 0;
+    }
+  }
+
+  /** Runs `send` now, or once every update recorded so far is durable. */
+  private gate(send: () => void): void {
+    const log = this.instanceLog;
+    if (!log || (!log.hasUndurable && this.heldCount === 0)) send();
+    else this.held.push({ after: log.recorded, release: send });
+  }
+
+  private readonly now = (): number =>
+    this.options.now ? this.options.now() : performance.timeOrigin + performance.now();
+
+  private readonly setTimer = (delayMs: number, fire: () => void) => {
+    const timeout = setTimeout(fire, delayMs);
+    return { cancel: () => clearTimeout(timeout) };
+  };
 
   /** One input from the port: to the stage, or held while a source is throttled. */
   private external(input: Tuple): void {
@@ -110,9 +290,17 @@ export class Executor {
     } catch (error) {
       throw new WireError("FRAME_MALFORMED", `undecodable tuple: ${(error as Error).message}`);
     }
-    this.tuplesIn++;
     const source = { stage: placement.stage, index: placement.index };
-    this.stage.onTuple({ stream, source, tuple }, this.context);
+    if (this.early) {
+      this.early.push(() => this.deliverTuple(stream, source, tuple));
+      return;
+    }
+    this.deliverTuple(stream, source, tuple);
+  }
+
+  private deliverTuple(stream: string, source: ReplicaId, tuple: Tuple): void {
+    this.tuplesIn++;
+    this.stage.onTuple!({ stream, source, tuple }, this.context);
   }
 
   /** Throttling has named causes (stream manager's backpressure, our own full link). */
@@ -145,6 +333,8 @@ export class Executor {
   }
 
   stop(): void {
+    this.instanceLog?.close();
+    this.groupCheckpoints?.close();
     for (const timer of this.timers.values()) timer.cancel();
     this.timers.clear();
     this.port?.close();
@@ -162,8 +352,10 @@ export class Executor {
     if (dests.length === 0) return;
     this.tuplesOut++;
     const payload = encodeTuple(tuple);
-    const sent = this.options.send(streamIndex, dests.length === 1 ? dests[0]! : dests, payload);
-    if (!sent) this.dropped++;
+    const to = dests.length === 1 ? dests[0]! : dests;
+    this.gate(() => {
+      if (!this.options.send(streamIndex, to, payload)) this.dropped++;
+    });
   }
 
   private streamIndex(stream: string): number {
@@ -171,6 +363,22 @@ export class Executor {
     if (index < 0)
       throw new TopologyError(`${this.spec.name} emits on undeclared stream ${stream}`);
     return index;
+  }
+
+  private createCheckpoints(): Checkpoints {
+    const mechanism = this.options.checkpointing?.mechanism ?? "none";
+    // Getters: both exist only once the replica has started (and recovered).
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const executor = this;
+    return {
+      mechanism,
+      get group() {
+        return executor.groupCheckpoints;
+      },
+      get instance() {
+        return executor.instanceApi;
+      },
+    };
   }
 
   private createContext(): StageContext {
@@ -218,9 +426,9 @@ export class Executor {
       },
       clock: { now },
       log,
-      checkpoints: { mechanism: "none" },
+      checkpoints: this.createCheckpoints(),
       external: {
-        send: this.port ? (output) => this.port!.send(output) : () => undefined,
+        send: this.port ? (output) => this.gate(() => this.port!.send(output)) : () => undefined,
       },
       setStatus: (status) => {
         this.status = status;

@@ -6,7 +6,16 @@
 import { replicaName } from "../plan/physical-plan.js";
 import type { ParentMessage } from "../runtime/child.js";
 import { announceReady, exitWithParent } from "../runtime/child.js";
-import { logDirOf, readProcessConfig, runDirOf } from "../runtime/config.js";
+import { ShimChannel, type CheckpointChannel } from "../checkpoint/channel.js";
+import { ManagerChannel } from "../checkpoint/manager-channel.js";
+import { openStore } from "../checkpoint/store/open-store.js";
+import {
+  logDirOf,
+  mechanismOf,
+  readProcessConfig,
+  runDirOf,
+  storeUrlOf,
+} from "../runtime/config.js";
 import { createLogger } from "../runtime/log.js";
 import { processStats } from "../runtime/process-stats.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -14,9 +23,13 @@ import { ClientLink } from "../transport/tcp.js";
 import {
   DELIVER,
   EMIT,
+  ckptErrorSchema,
+  ckptOkSchema,
+  ckptPartSchema,
   messageParser,
   startSchema,
   throttleSchema,
+  type CkptReply,
   type TupleFrame,
   type Start,
   type Throttle,
@@ -40,6 +53,24 @@ process.on("uncaughtException", (error) => {
   process.exit(1);
 });
 
+const mechanism = mechanismOf(cluster.checkpoints, placement.stage);
+/** LPC-CM's channel: its answers come on the stream manager link (below). */
+let managerChannel: ManagerChannel | undefined;
+/** LPC-CS: the shim writes from this process; LPC-CM: through the stream manager. */
+async function checkpointChannel(): Promise<CheckpointChannel | undefined> {
+  if (mechanism === "lpc-cm") {
+    managerChannel = new ManagerChannel((message) => {
+      const connection = link.ready;
+      connection?.send(message);
+      return connection !== undefined;
+    });
+    return managerChannel;
+  }
+  if (mechanism !== "lpc-cs") return undefined;
+  return new ShimChannel(await openStore(storeUrlOf(cluster)), log);
+}
+const channel = await checkpointChannel();
+
 let stmgrPort = config.stmgrPort!;
 let linkFull = false;
 const executor = new Executor({
@@ -54,6 +85,12 @@ const executor = new Executor({
     container: placement.container,
     containers: cluster.containers,
     log,
+  },
+  checkpointing: {
+    mechanism,
+    config: cluster.checkpoints,
+    channel,
+    namespace: `${plan.topology.name}.${cluster.run}`,
   },
   send: (streamIndex, dests, payload) => {
     const connection = link.ready;
@@ -70,12 +107,15 @@ const executor = new Executor({
   },
 });
 
-const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle>(
+const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle | CkptReply>(
   { host: cluster.host, port: stmgrPort },
   { role: "instance", id: name },
   {
     secret: Buffer.from(cluster.secret, "hex"),
-    parse: messageParser([DELIVER], [startSchema, throttleSchema]),
+    parse: messageParser(
+      [DELIVER],
+      [startSchema, throttleSchema, ckptOkSchema, ckptPartSchema, ckptErrorSchema],
+    ),
     log,
   },
   {
@@ -85,10 +125,16 @@ const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle>(
     },
     onMessage: (message) => {
       if (Array.isArray(message)) deliver(message[1]);
-      else if (message.t === "start") executor.start();
-      else executor.setThrottle("stmgr", message.on);
+      else if (message.t === "start") {
+        executor.start().catch((error: Error) => {
+          log.fatal({ event: "crashed", err: error }, "start failed: exiting");
+          process.exit(1);
+        });
+      } else if (message.t === "throttle") executor.setThrottle("stmgr", message.on);
+      else managerChannel?.onReply(message);
     },
     onDown: (reason) => {
+      managerChannel?.linkDown(reason);
       linkFull = false;
       executor.setThrottle("stmgr", false);
       executor.setThrottle("link", false);
@@ -141,7 +187,7 @@ const reportTimer = setInterval(() => {
     tuplesOut: executor.tuplesOut,
     dropped: executor.dropped,
     throttled: executor.throttled,
-    status: executor.status,
+    status: { ...executor.status, checkpoints: executor.checkpointStatus() },
     stats: processStats(),
   });
 }, cluster.heartbeatMs);

@@ -8,20 +8,24 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { PROCESS_ENV, type ProcessConfig } from "./config.js";
 
-export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "instance" | "gateway";
+export type ProcessKind = "tmaster" | "supervisor" | "stmgr" | "ckptmgr" | "instance" | "gateway";
 
 /** Entry points of the platform's own processes; a gateway's module is the topology's. */
 const entryPoints: Record<Exclude<ProcessKind, "gateway">, URL> = {
   tmaster: new URL("../tmaster/main.js", import.meta.url),
   supervisor: new URL("../supervisor/main.js", import.meta.url),
   stmgr: new URL("../stmgr/main.js", import.meta.url),
+  ckptmgr: new URL("../ckptmgr/main.js", import.meta.url),
   instance: new URL("../instance/main.js", import.meta.url),
 };
 
 /** Messages a child sends its parent over IPC. */
 export type ChildMessage = { t: "ready"; port?: number; adminPort?: number };
-/** Messages a parent sends a child over IPC. */
-export type ParentMessage = { t: "stmgr-port"; port: number };
+/**
+ * Messages a parent sends a child over IPC: to instances, where their stream manager now
+ * listens; to a stream manager, where its container's checkpoint manager does.
+ */
+export type ParentMessage = { t: "stmgr-port"; port: number } | { t: "ckptmgr-port"; port: number };
 
 /** Forks a platform process; `module` (a file: href) is required for, and only for, a gateway. */
 export function forkChild(kind: ProcessKind, config: ProcessConfig, module?: string): ChildProcess {

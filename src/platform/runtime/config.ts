@@ -4,11 +4,46 @@
  * child validates it before doing anything else.
  */
 import { z } from "zod";
+import { mechanisms } from "../api/stage.js";
+
+/**
+ * How the deployment checkpoints its stages (docs/CHECKPOINTING.md). One mechanism for every
+ * stage unless `stages` names another for some.
+ */
+export const checkpointConfigSchema = z
+  .object({
+    mechanism: z.enum(mechanisms).default("pdc"),
+    stages: z.record(z.string(), z.enum(mechanisms)).default({}),
+    /** Instance checkpoints under LPC (full crash recovery); GPC always has them, PDC never. */
+    instance: z.boolean().default(false),
+    /** Where LPC and GPC write: `fs:<dir>` or `nats://host:port[/bucket]`; default: the data directory. */
+    store: z.string().min(1).optional(),
+    /** A write of instance updates waits for this many (or `batchDelayMs`); 1: never waits. */
+    batchFactor: z.number().int().min(1).max(100_000).default(1),
+    batchDelayMs: z.number().int().min(0).max(60_000).default(2),
+    /** An instance log is compacted into a full snapshot after this many delta writes. */
+    compactEvery: z.number().int().min(1).max(1_000_000).default(1000),
+    /** GPC: the topology manager starts a global checkpoint this often. */
+    gpcIntervalMs: z.number().int().min(50).max(3_600_000).default(500),
+  })
+  .strict()
+  .refine((c) => !(c.instance && c.mechanism === "pdc"), {
+    message: "PDC has no instance checkpoints: choose gpc, lpc-cm or lpc-cs",
+  });
+export type CheckpointConfig = z.infer<typeof checkpointConfigSchema>;
+
+/** The mechanism a stage runs with. */
+export function mechanismOf(config: CheckpointConfig, stage: string) {
+  return config.stages[stage] ?? config.mechanism;
+}
 
 export const clusterConfigSchema = z.object({
   /** A built-in topology name or a path to a module exporting `createTopology`. */
   topology: z.string().min(1),
   params: z.record(z.string(), z.string()),
+  /** Distinguishes this run's checkpoints from an earlier run's in a shared store. */
+  run: z.string().regex(/^[0-9a-f]{8,32}$/),
+  checkpoints: checkpointConfigSchema,
   containers: z.number().int().min(1).max(256),
   allowColocation: z.boolean(),
   /** Hex-encoded cluster secret for the link handshakes. */
@@ -46,6 +81,11 @@ export function readProcessConfig(): ProcessConfig {
 
 export function logDirOf(cluster: ClusterConfig): string {
   return `${cluster.dataDir}/logs`;
+}
+
+/** The checkpoint store of a deployment: the configured one, or a directory beside the logs. */
+export function storeUrlOf(cluster: ClusterConfig): string {
+  return cluster.checkpoints.store ?? `fs:${cluster.dataDir}/checkpoints`;
 }
 
 /** State of the current run (incarnations, whether the topology started); cleared by `tara start`. */

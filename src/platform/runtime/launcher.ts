@@ -11,7 +11,12 @@ import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { pack } from "../plan/physical-plan.js";
 import { forkChild, stopChild, supervise, whenReady } from "./child.js";
-import { runDirOf, type ClusterConfig } from "./config.js";
+import {
+  checkpointConfigSchema,
+  runDirOf,
+  type CheckpointConfig,
+  type ClusterConfig,
+} from "./config.js";
 import { writeFileDurable } from "./durable-file.js";
 import { clientAddress, readGatewayFile } from "./gateway-file.js";
 import { loadTopology } from "./topology-loader.js";
@@ -30,6 +35,8 @@ export interface LaunchOptions {
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
   instanceTimeoutMs?: number;
+  /** How stages are checkpointed; default PDC. */
+  checkpoints?: Partial<CheckpointConfig>;
 }
 
 export interface ClusterFile {
@@ -74,12 +81,20 @@ export class LocalCluster {
       }
     }
     const dataDir = resolve(options.dataDir);
-    // A new run starts with new incarnations; checkpoints and logs stay.
+    const checkpoints = checkpointConfigSchema.parse(options.checkpoints ?? {});
+    // A new run starts with new incarnations and new state (a replica must never resume an
+    // earlier run's instance state); logs stay. Checkpoints in a shared store are kept apart
+    // by the run id.
     rmSync(join(dataDir, "run"), { recursive: true, force: true });
+    if (checkpoints.store === undefined) {
+      rmSync(join(dataDir, "checkpoints"), { recursive: true, force: true });
+    }
     mkdirSync(dataDir, { recursive: true });
     const config: ClusterConfig = {
       topology: options.topology,
       params: options.params,
+      run: randomBytes(8).toString("hex"),
+      checkpoints,
       containers: options.containers,
       allowColocation: options.allowColocation,
       secret: options.secret ?? randomBytes(32).toString("hex"),

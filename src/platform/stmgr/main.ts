@@ -4,9 +4,9 @@
  * throttles the container's sources when any link backs up anywhere, and reports the
  * container to the topology manager every heartbeat and at once on any instance change.
  */
-import { replicaName } from "../plan/physical-plan.js";
-import { announceReady, exitWithParent } from "../runtime/child.js";
-import { logDirOf, readProcessConfig } from "../runtime/config.js";
+import { replicaName, tasksIn } from "../plan/physical-plan.js";
+import { announceReady, exitWithParent, type ParentMessage } from "../runtime/child.js";
+import { logDirOf, mechanismOf, readProcessConfig } from "../runtime/config.js";
 import { createLogger } from "../runtime/log.js";
 import { processStats } from "../runtime/process-stats.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -17,17 +17,26 @@ import {
   EMIT,
   FORWARD,
   backpressureSchema,
+  ckptErrorSchema,
+  ckptLoadSchema,
+  ckptOkSchema,
+  ckptPartSchema,
+  ckptPruneSchema,
+  ckptPutSchema,
   messageParser,
   planSchema,
   registerSchema,
   reportSchema,
   type Backpressure,
+  type CkptReply,
+  type CkptRequest,
   type TupleFrame,
   type InstanceReport,
   type PlanUpdate,
   type Register,
   type Report,
 } from "../wire/messages.js";
+import { CheckpointRelay, type RelayClient } from "./checkpoint-relay.js";
 import { Router } from "./router.js";
 
 /** Above this a link is congested (backpressure on); at half of it, drained. */
@@ -51,8 +60,9 @@ interface LocalInstance {
   report: Report | undefined;
   /** When the instance last reported (or registered), ms. */
   lastHeardMs: number;
+  checkpoints: RelayClient;
 }
-type InstanceMessage = Register | Report | TupleFrame<typeof EMIT>;
+type InstanceMessage = Register | Report | TupleFrame<typeof EMIT> | CkptRequest;
 type PeerMessage = TupleFrame<typeof FORWARD> | Backpressure;
 
 const instances = new Map<number, LocalInstance>();
@@ -65,6 +75,13 @@ const peerLinks = new Map<number, ClientLink<never>>();
 const remoteBackpressure = new Set<number>();
 let localBackpressure = false;
 let sourcesThrottled = false;
+/** LPC-CM: the link to this container's checkpoint manager, once the supervisor names its port. */
+let ckptmgrLink: ClientLink<CkptReply> | undefined;
+const relay = new CheckpointRelay(
+  `${plan.topology.name}.${cluster.run}`,
+  log,
+  tasksIn(plan, container).some((t) => mechanismOf(cluster.checkpoints, t.stage) === "lpc-cm"),
+);
 
 const { port } = await listen<InstanceMessage | PeerMessage>(
   { host: cluster.host, port: 0 },
@@ -72,7 +89,18 @@ const { port } = await listen<InstanceMessage | PeerMessage>(
     secret,
     log,
     highWatermarkBytes: HIGH_WATERMARK_BYTES,
-    parse: messageParser([EMIT, FORWARD], [registerSchema, reportSchema, backpressureSchema]),
+    parse: messageParser(
+      [EMIT, FORWARD],
+      [
+        registerSchema,
+        reportSchema,
+        backpressureSchema,
+        ckptPutSchema,
+        ckptPartSchema,
+        ckptLoadSchema,
+        ckptPruneSchema,
+      ],
+    ),
   },
   (connection) => {
     connection.start({
@@ -127,6 +155,12 @@ function acceptInstance(connection: Connection<InstanceMessage>, name: string): 
             pid: message.pid,
             report: undefined,
             lastHeardMs: Date.now(),
+            checkpoints: relay.client({
+              task: message.task,
+              stage: placement.stage,
+              index: placement.index,
+              send: (reply) => connection.send(reply),
+            }),
           };
           instances.set(message.task, self);
           lastIncarnation.set(message.task, message.incarnation);
@@ -153,12 +187,30 @@ function acceptInstance(connection: Connection<InstanceMessage>, name: string): 
             self.lastHeardMs = Date.now();
           }
           return;
+        case "ckpt-put":
+        case "ckpt-part":
+        case "ckpt-load":
+        case "ckpt-prune":
+          if (!self) return connection.close("checkpoint request before register");
+          try {
+            self.checkpoints.handle(message);
+          } catch (error) {
+            log.warn({
+              event: "frame-rejected",
+              code: codeOf(error),
+              reason: (error as Error).message,
+              task: self.task,
+            });
+            connection.close((error as Error).message);
+          }
+          return;
         default:
           return connection.close(`unexpected ${(message as { t: string }).t} from an instance`);
       }
     },
     onDrain: checkCongestion,
     onClose: (reason) => {
+      self?.checkpoints.close();
       if (!self || instances.get(self.task) !== self) return;
       instances.delete(self.task);
       awaitingStart.delete(self);
@@ -318,6 +370,40 @@ function applyPlan(update: PlanUpdate): void {
   startInstances();
 }
 
+/** Connects (or reconnects) to the checkpoint manager where the supervisor says it listens. */
+function connectCkptmgr(ckptmgrPort: number): void {
+  const address = { host: cluster.host, port: ckptmgrPort };
+  if (ckptmgrLink) return ckptmgrLink.retarget(address);
+  ckptmgrLink = new ClientLink<CkptReply>(
+    address,
+    { role: "stmgr", id: String(container) },
+    { secret, log, parse: messageParser([], [ckptOkSchema, ckptPartSchema, ckptErrorSchema]) },
+    {
+      onReady: (connection) => {
+        relay.managerUp((request) => connection.send(request));
+        log.info({ event: "ckptmgr-connected", port: ckptmgrPort }, "checkpoint manager connected");
+      },
+      onMessage: (reply) => {
+        try {
+          relay.fromManager(reply);
+        } catch (error) {
+          log.warn({ event: "frame-rejected", code: codeOf(error), reason: String(error) });
+          ckptmgrLink?.ready?.close((error as Error).message);
+        }
+      },
+      onDown: (reason) => {
+        if (!relay.connected) return;
+        relay.managerDown(reason);
+        log.info({ event: "ckptmgr-disconnected", reason }, "lost the checkpoint manager");
+      },
+    },
+  );
+}
+
+process.on("message", (message: ParentMessage) => {
+  if (message.t === "ckptmgr-port") connectCkptmgr(message.port);
+});
+
 const tmaster = new ClientLink<PlanUpdate>(
   { host: cluster.host, port: cluster.tmasterPort },
   { role: "stmgr", id: String(container) },
@@ -390,6 +476,7 @@ announceReady({ port });
 exitWithParent(() => {
   clearInterval(heartbeatTimer);
   tmaster.close();
+  ckptmgrLink?.close();
   for (const link of peerLinks.values()) link.close();
   log.info({ event: "stopped" }, "stream manager stopped");
 });

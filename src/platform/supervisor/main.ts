@@ -1,8 +1,9 @@
 /**
- * Container supervisor: starts the container's gateway (if the topology names one), stream
- * manager and instances, and restarts any of them the moment it dies. A restarted instance keeps its identity (stage, index) and gets
- * the next incarnation number; incarnations are persisted before the start, so they keep
- * growing across restarts of the whole container.
+ * Container supervisor: starts the container's gateway (if the topology names one), checkpoint
+ * manager (if one of its stages checkpoints with LPC-CM), stream manager and instances, and
+ * restarts any of them the moment it dies. A restarted instance keeps its identity (stage,
+ * index) and gets the next incarnation number; incarnations are persisted before the start, so
+ * they keep growing across restarts of the whole container.
  */
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -15,9 +16,16 @@ import {
   stopChild,
   whenReady,
   type ChildMessage,
+  type ParentMessage,
   supervise,
 } from "../runtime/child.js";
-import { logDirOf, readProcessConfig, runDirOf, type ProcessConfig } from "../runtime/config.js";
+import {
+  logDirOf,
+  mechanismOf,
+  readProcessConfig,
+  runDirOf,
+  type ProcessConfig,
+} from "../runtime/config.js";
 import { writeFileDurable } from "../runtime/durable-file.js";
 import { createLogger } from "../runtime/log.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -33,6 +41,10 @@ const instances = new Map<number, ChildProcess>();
 let stmgr: ChildProcess | undefined;
 let gateway: ChildProcess | undefined;
 let stmgrPort = 0;
+let ckptmgr: ChildProcess | undefined;
+let ckptmgrPort = 0;
+/** The stream manager once it listens for IPC: only then can it be told the ckptmgr's port. */
+let readyStmgr: ChildProcess | undefined;
 let stopping = false;
 
 function readIncarnations(): Record<string, number> {
@@ -73,6 +85,8 @@ function startStmgr(): ChildProcess {
   whenReady(child).then(
     (ready: ChildMessage) => {
       stmgrPort = ready.port!;
+      readyStmgr = child;
+      tellCkptmgrPort();
       for (const instance of instances.values()) {
         if (instance.connected) instance.send({ t: "stmgr-port", port: stmgrPort });
       }
@@ -80,6 +94,26 @@ function startStmgr(): ChildProcess {
     () => undefined,
   );
   return child;
+}
+
+function startCkptmgr(): ChildProcess {
+  const child = forkChild("ckptmgr", { cluster, container });
+  log.info({ event: "spawned", process: "ckptmgr", pid: child.pid }, "checkpoint manager started");
+  whenReady(child).then(
+    (ready: ChildMessage) => {
+      ckptmgrPort = ready.port!;
+      tellCkptmgrPort();
+    },
+    () => undefined,
+  );
+  return child;
+}
+
+/** The stream manager connects to the checkpoint manager (again) wherever it now listens. */
+function tellCkptmgrPort(): void {
+  if (ckptmgrPort !== 0 && readyStmgr?.connected) {
+    readyStmgr.send({ t: "ckptmgr-port", port: ckptmgrPort } satisfies ParentMessage);
+  }
 }
 
 function startGateway(module: string): ChildProcess {
@@ -108,6 +142,18 @@ if (plan.topology.gateway !== undefined) {
     });
   });
 }
+// Before the stream manager, so that it usually finds the checkpoint manager already up when
+// its instances recover; if not (or after a restart of either), it connects once told the port.
+const needsCkptmgr = tasksIn(plan, container).some(
+  (placement) => mechanismOf(cluster.checkpoints, placement.stage) === "lpc-cm",
+);
+if (needsCkptmgr) {
+  supervise("ckptmgr", startCkptmgr, {
+    log,
+    stopping: stopped,
+    onStarted: (child) => (ckptmgr = child),
+  });
+}
 supervise("stmgr", startStmgr, { log, stopping: stopped, onStarted: (child) => (stmgr = child) });
 stmgrPort = (await whenReady(stmgr!)).port!;
 for (const placement of tasksIn(plan, container)) {
@@ -123,9 +169,12 @@ announceReady({});
 exitWithParent(async () => {
   stopping = true;
   await Promise.all(
-    [...instances.values(), ...(stmgr ? [stmgr] : []), ...(gateway ? [gateway] : [])].map((child) =>
-      stopChild(child),
-    ),
+    [
+      ...instances.values(),
+      ...(stmgr ? [stmgr] : []),
+      ...(gateway ? [gateway] : []),
+      ...(ckptmgr ? [ckptmgr] : []),
+    ].map((child) => stopChild(child)),
   );
   log.info({ event: "stopped" }, "container supervisor stopped");
 });

@@ -9,6 +9,8 @@
  *   stmgr -> stmgr      forward, backpressure        (one connection per direction)
  *   stmgr -> tmaster    stmgr, heartbeat
  *   tmaster -> stmgr    plan
+ *   instance -> stmgr -> ckptmgr   ckpt-put, ckpt-part, ckpt-load, ckpt-prune  (LPC-CM)
+ *   ckptmgr -> stmgr -> instance   ckpt-ok, ckpt-part, ckpt-error
  */
 import { z } from "zod";
 import { WireError } from "./errors.js";
@@ -120,6 +122,79 @@ export const planSchema = z.object({
   ),
   instances: z.array(z.object({ task, state: z.enum(instanceStates), incarnation: count })),
 });
+
+/**
+ * LPC-CM: an instance's checkpoint requests, relayed by its stream manager to the container's
+ * checkpoint manager, which answers along the same path. `req` names a request on one link
+ * (the stream manager renumbers them towards the manager). Checkpoint bytes travel in parts of
+ * at most CHECKPOINT_PART_BYTES, one frame each: the first in the request (or the `ckpt-ok`
+ * reply), the rest in `ckpt-part` frames right behind it, until `size` bytes have come. So a
+ * checkpoint of any size fits the frame limit, and tuples are never stuck behind one huge frame.
+ */
+export const CHECKPOINT_PART_BYTES = 256 * 1024;
+/** Bound on one checkpoint (or one recovered chain), far above any sane instance state. */
+export const CHECKPOINT_MAX_BYTES = 1024 * 1024 * 1024;
+const requestId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const entryId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const checkpointSize = z.number().int().min(0).max(CHECKPOINT_MAX_BYTES);
+const part = z.custom<Uint8Array>(
+  (v) => v instanceof Uint8Array && v.length <= CHECKPOINT_PART_BYTES,
+  `expected at most ${CHECKPOINT_PART_BYTES} bytes`,
+);
+const ownerName = z.string().min(1).max(255);
+export const checkpointOwnerSchema = z.object({
+  topology: ownerName,
+  stage: ownerName,
+  replica: z.union([z.number().int().min(0).max(0xfffffffe), z.literal("group")]),
+});
+
+export const ckptPutSchema = z.object({
+  t: z.literal("ckpt-put"),
+  req: requestId,
+  ref: z.object({
+    owner: checkpointOwnerSchema,
+    id: entryId,
+    kind: z.enum(["base", "delta"]),
+  }),
+  size: checkpointSize,
+  data: part,
+});
+export const ckptLoadSchema = z.object({
+  t: z.literal("ckpt-load"),
+  req: requestId,
+  owner: checkpointOwnerSchema,
+});
+export const ckptPruneSchema = z.object({
+  t: z.literal("ckpt-prune"),
+  req: requestId,
+  owner: checkpointOwnerSchema,
+  keepFromId: entryId,
+});
+/** More bytes of the request or reply `req` (either direction). */
+export const ckptPartSchema = z.object({ t: z.literal("ckpt-part"), req: requestId, data: part });
+/** Done. `size` bytes of result follow (a load's recovered chain), 0 for a put or a prune. */
+export const ckptOkSchema = z.object({
+  t: z.literal("ckpt-ok"),
+  req: requestId,
+  size: checkpointSize,
+  data: part,
+});
+export const ckptErrorSchema = z.object({
+  t: z.literal("ckpt-error"),
+  req: requestId,
+  reason: z.string().max(2000),
+});
+
+export type CkptPut = z.infer<typeof ckptPutSchema>;
+export type CkptLoad = z.infer<typeof ckptLoadSchema>;
+export type CkptPrune = z.infer<typeof ckptPruneSchema>;
+export type CkptPart = z.infer<typeof ckptPartSchema>;
+export type CkptOk = z.infer<typeof ckptOkSchema>;
+export type CkptError = z.infer<typeof ckptErrorSchema>;
+/** What goes towards the checkpoint manager. */
+export type CkptRequest = CkptPut | CkptLoad | CkptPrune | CkptPart;
+/** What comes back from it. */
+export type CkptReply = CkptOk | CkptPart | CkptError;
 
 export type Challenge = z.infer<typeof challengeSchema>;
 export type Hello = z.infer<typeof helloSchema>;

@@ -3,14 +3,16 @@
  * every executor, promises new views to candidates (reporting what it accepted above the
  * stable checkpoint) and asks for a view change when its leader falls silent.
  *
- * A restarted committer has forgotten what it promised and accepted. Without an instance
- * checkpoint (PDC) there is no safe moment for it to vote again: a promise or accept it gave
- * before the crash may still be in flight, or be counted by a candidate, and combine with
- * later votes into a quorum its new state knows nothing of (docs/PROTOCOLS.md, "Committer
- * restarts"). So under PDC a restarted committer stays passive: it counts as one of the f
- * committers the group can lose. Instance checkpoints give it back its exact state.
+ * With instance checkpoints (LPC, GPC) every promise and accept is recorded before it is
+ * sent, so a restarted committer gets back exactly what it told others and votes again.
+ * Without them (PDC) a restarted committer has forgotten what it promised and accepted, and
+ * there is no safe moment for it to vote again: a promise or accept it gave before the crash
+ * may still be in flight, or be counted by a candidate, and combine with later votes into a
+ * quorum its new state knows nothing of (docs/PROTOCOLS.md, "Committer restarts"). So under
+ * PDC a restarted committer stays passive: it counts as one of the f committers the group can
+ * lose.
  */
-import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import type { Incoming, InstanceState, Stage, StageContext } from "../../platform/api/stage.js";
 import type { TaraConfig } from "../config.js";
 import {
   streams,
@@ -24,6 +26,16 @@ import {
 /** View-change timeouts double per failed view up to this factor of the base. */
 const BACKOFF_MAX = 16;
 
+/** An instance update: a promise given, or an accept sent. */
+type CommitterUpdate = { p: number } | { a: AcceptedEntry };
+
+/** The exact state of a committer (instance checkpoint base). */
+interface CommitterSnapshot {
+  promised: number;
+  lw: number;
+  accepted: AcceptedEntry[];
+}
+
 export class Committer implements Stage {
   /** Highest view promised; proposals of lower views are refused. */
   promised = 0;
@@ -32,6 +44,8 @@ export class Committer implements Stage {
   readonly accepted = new Map<number, AcceptedEntry>();
   /** False for a committer restarted without its state: it never votes. */
   active = true;
+  /** Whether this incarnation got its state back from an instance checkpoint. */
+  restored = false;
   private lastHeard = 0;
   private want = 0;
   private backoff = 1;
@@ -39,10 +53,39 @@ export class Committer implements Stage {
 
   constructor(private readonly config: TaraConfig) {}
 
+  snapshot(): CommitterSnapshot {
+    return { promised: this.promised, lw: this.lw, accepted: [...this.accepted.values()] };
+  }
+
+  restore({ snapshot, updates }: InstanceState, ctx: StageContext): void {
+    const base = snapshot as CommitterSnapshot | undefined;
+    if (base) {
+      this.promised = base.promised;
+      this.lw = base.lw;
+      for (const entry of base.accepted) this.accepted.set(entry.s, entry);
+    }
+    for (const update of updates as CommitterUpdate[]) {
+      if ("p" in update) this.promised = Math.max(this.promised, update.p);
+      else {
+        this.promised = Math.max(this.promised, update.a.v);
+        if (update.a.s > this.lw) this.accepted.set(update.a.s, update.a);
+      }
+    }
+    this.want = this.promised;
+    this.restored = true;
+    if (ctx.self.index === this.config.traceCommitter) {
+      const accepted = [...this.accepted.values()].map(({ s, v, d }) => [s, v, d]);
+      ctx.log.info(
+        { event: "restored", lw: this.lw, promised: this.promised, accepted },
+        "restored",
+      );
+    }
+  }
+
   onStart(ctx: StageContext): void {
     this.self = ctx.self.index;
     this.lastHeard = ctx.clock.now();
-    if (ctx.incarnation > 1) {
+    if (ctx.incarnation > 1 && !this.restored) {
       this.active = false;
       ctx.log.warn(
         { incarnation: ctx.incarnation },
@@ -83,6 +126,7 @@ export class Committer implements Stage {
       this.promised = message.v;
       this.want = message.v;
       this.lastHeard = ctx.clock.now();
+      this.record({ p: message.v }, ctx);
       const promise: PromiseMessage = {
         t: "promise",
         c: this.self,
@@ -109,9 +153,18 @@ export class Committer implements Stage {
       return;
     }
     // A repeated proposal (the leader filling a gap) repeats the accept: it may have been lost.
-    if (!previous || previous.v !== v) this.accepted.set(s, { s, v, d, b });
+    if (!previous || previous.v !== v) {
+      const entry = { s, v, d, b };
+      this.accepted.set(s, entry);
+      this.record({ a: entry }, ctx);
+    }
     const accept: Accept = { t: "accept", v, s, d, b, lw: this.lw };
     ctx.emit(streams.accepts, accept);
+  }
+
+  /** Made durable before anything this committer sends next (the platform's gate). */
+  private record(update: CommitterUpdate, ctx: StageContext): void {
+    ctx.checkpoints.instance?.record(update);
   }
 
   /** Garbage collection: everything up to the stable checkpoint is decided for good. */
@@ -125,6 +178,7 @@ export class Committer implements Stage {
     ctx.setStatus({
       role: "committer",
       active: this.active,
+      restored: this.restored,
       view: this.promised,
       stableCheckpoint: this.lw,
       accepted: this.accepted.size,

@@ -4,13 +4,15 @@
  * executed strictly in sequence order, each request at most once per client thanks to the
  * client table (a retry of the last request gets the cached reply again).
  *
- * PDC group checkpoints: after every K-th sequence number the executor snapshots the service
- * and the client table, keeps the latest in memory, and reports its digest; f+1 matching
- * reports make it stable. A trailing or restarted executor asks a peer for what it misses:
- * the peer's latest checkpoint if it is newer, then the peer's log after it.
+ * Group checkpoints: after every K-th sequence number the executor snapshots the service and
+ * the client table, keeps the latest in memory, and reports its digest; f+1 matching reports
+ * make it stable. Under PDC that is all; when the platform persists group checkpoints (LPC)
+ * the report waits until the save is durable, and a restarted executor first loads the latest
+ * persisted checkpoint (any executor's). A trailing or restarted executor then asks a peer for
+ * what it still misses: the peer's latest checkpoint if it is newer, then the peer's log.
  */
 import { pack, unpack } from "msgpackr";
-import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import type { CheckpointEvent, Incoming, Stage, StageContext } from "../../platform/api/stage.js";
 import { decodeBatch, digestOf, encodeReplies } from "../batch.js";
 import type { TaraConfig } from "../config.js";
 import {
@@ -43,6 +45,8 @@ type SnapshotBody = { s: number; state: Uint8Array; clients: [number, number, Ui
 export class Executor implements Stage {
   lastExecuted = 0;
   checkpoint: GroupCheckpoint | null = null;
+  /** The checkpoint this executor reports: the latest one, once durable if persisted. */
+  private reported = { s: 0, d: "" };
   /** Requests applied to the state machine (not counting cached replies). */
   applied = 0;
   private readonly clients = new Map<number, ClientEntry>();
@@ -82,7 +86,32 @@ export class Executor implements Stage {
     this.executors = ctx.parallelism(ctx.self.stage);
     this.nonce = ctx.incarnation * 1_000_000;
     ctx.timers.set("tick", this.config.stateTimeoutMs);
-    if (ctx.incarnation > 1) this.startCatchUp(ctx);
+    if (ctx.incarnation > 1) {
+      if (ctx.checkpoints.group) ctx.checkpoints.group.loadLatest();
+      else this.startCatchUp(ctx);
+    }
+    this.report(ctx);
+  }
+
+  onCheckpoint(event: CheckpointEvent, ctx: StageContext): void {
+    if (event.t === "group-saved") {
+      // Durable now: it may count towards stability.
+      if (this.checkpoint?.s === event.seq) {
+        this.reported = { s: event.seq, d: this.checkpoint.d };
+        this.announce(ctx);
+      }
+      return;
+    }
+    if (event.t === "group-loaded" && event.seq > this.lastExecuted) {
+      const bytes = event.snapshot;
+      this.install({ s: event.seq, d: digestOf(bytes), bytes });
+      this.reported = { s: event.seq, d: this.checkpoint!.d };
+      ctx.log.info({ s: event.seq }, "installed the latest persisted group checkpoint");
+      this.announce(ctx);
+      this.executeReady(ctx);
+    }
+    // Whatever the store had, peers have the rest.
+    if (this.trailing() || event.t === "group-none") this.startCatchUp(ctx);
     this.report(ctx);
   }
 
@@ -137,6 +166,9 @@ export class Executor implements Stage {
 
   private onAccept(accept: Accept, committer: number, ctx: StageContext): void {
     const { s, v, d } = accept;
+    if (committer === this.config.traceCommitter) {
+      ctx.log.info({ event: "traced-accept", s, v, d }, "accept from the traced committer");
+    }
     if (accept.lw > this.lw) this.lw = accept.lw;
     if (s <= this.lastExecuted) return;
     if (s > this.lastExecuted + this.config.window || this.committed.has(s)) return;
@@ -204,11 +236,22 @@ export class Executor implements Stage {
     const bytes = this.snapshotBytes();
     this.checkpoint = { s: this.lastExecuted, d: digestOf(bytes), bytes };
     this.log = [];
+    this.persistOrReport(ctx);
+  }
+
+  /** A persisted checkpoint is reported once durable ("group-saved"), PDC's at once. */
+  private persistOrReport(ctx: StageContext): void {
+    const checkpoint = this.checkpoint!;
+    if (ctx.checkpoints.group) {
+      ctx.checkpoints.group.save(checkpoint.s, checkpoint.bytes);
+      return;
+    }
+    this.reported = { s: checkpoint.s, d: checkpoint.d };
     this.announce(ctx);
   }
 
   private announce(ctx: StageContext): void {
-    const { s, d } = this.checkpoint ?? { s: 0, d: "" };
+    const { s, d } = this.reported;
     const report: Checkpointed = { t: "checkpointed", e: this.self, s, d, x: this.lastExecuted };
     ctx.emit(streams.checkpointed, report);
   }
@@ -270,7 +313,7 @@ export class Executor implements Stage {
       }
       this.install(checkpoint);
       // We hold it now: our report counts towards its stability like the executor's that took it.
-      this.announce(ctx);
+      this.persistOrReport(ctx);
     }
     for (const entry of reply.log) {
       if (entry.s === this.lastExecuted + 1) this.execute(entry, ctx);

@@ -1,0 +1,174 @@
+/**
+ * A replica's instance checkpoints under LPC: the updates it records are written in batches
+ * (group commit) as delta entries of its log, and every so often a full snapshot is written
+ * instead, after which older entries are pruned. The durability gate lives here: `durable`
+ * says how many recorded updates are on stable storage, and the replica releases the outputs
+ * it emitted after update n only once `durable >= n`.
+ *
+ * Batching: while a write is in flight further updates queue and all go in the next write
+ * (adaptive, needs no tuning). A fixed batch factor F makes a write wait for F updates, or
+ * for `batchDelayMs` after the first one, as in the paper's runs.
+ *
+ * A failing write (store unreachable) is retried with backoff for as long as it takes: the
+ * replica's outputs stay held (it stalls and reports it), nothing is lost.
+ */
+import { pack } from "msgpackr";
+import type { Tuple } from "../api/stage.js";
+import type { CheckpointChannel } from "./channel.js";
+import type { CheckpointOwner } from "./store/store.js";
+
+export interface InstanceLogOptions {
+  readonly owner: CheckpointOwner;
+  readonly channel: CheckpointChannel;
+  /** The replica's exact state now (the stage's `snapshot` hook). */
+  readonly snapshot: () => Tuple;
+  readonly batchFactor: number;
+  readonly batchDelayMs: number;
+  readonly compactEvery: number;
+  /** Id of the next entry: above every entry of the recovered log. */
+  readonly nextId: number;
+  /** Id of the newest base of the recovered log, if any (kept until the next base is durable). */
+  readonly baseId: number | undefined;
+  /** Deltas of the recovered log after its base. */
+  readonly deltasSinceBase: number;
+  readonly now: () => number;
+  readonly setTimer: (delayMs: number, fire: () => void) => { cancel(): void };
+  /** More recorded updates became durable. */
+  readonly onDurable: () => void;
+  readonly log: { warn(obj: object, msg?: string): void; info(obj: object, msg?: string): void };
+}
+
+export interface InstanceLogStats {
+  writes: number;
+  bytes: number;
+  /** Updates per write, summed: bytes and batch sizes for the metrics. */
+  updatesWritten: number;
+  lastWriteMs: number;
+  last: { kind: "base" | "delta"; id: number; bytes: number; at: number } | null;
+  /** Why the log cannot write now (store unreachable), until a write succeeds again. */
+  stalled: string | null;
+}
+
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 2000;
+
+export class InstanceLog {
+  /** Updates recorded so far in this incarnation. */
+  recorded = 0;
+  /** Of those, how many are durable. */
+  durable = 0;
+  readonly stats: InstanceLogStats = {
+    writes: 0,
+    bytes: 0,
+    updatesWritten: 0,
+    lastWriteMs: 0,
+    last: null,
+    stalled: null,
+  };
+  private pending: Tuple[] = [];
+  private pendingSince = 0;
+  private writing = false;
+  private waitTimer: { cancel(): void } | undefined;
+  private nextId: number;
+  private baseId: number | undefined;
+  private deltasSinceBase = 0;
+  private closed = false;
+
+  constructor(private readonly options: InstanceLogOptions) {
+    this.nextId = options.nextId;
+    this.baseId = options.baseId;
+    this.deltasSinceBase = options.deltasSinceBase;
+  }
+
+  get hasUndurable(): boolean {
+    return this.durable < this.recorded;
+  }
+
+  record(update: Tuple): void {
+    if (this.pending.length === 0) this.pendingSince = this.options.now();
+    this.pending.push(update);
+    this.recorded++;
+    this.maybeWrite();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.waitTimer?.cancel();
+  }
+
+  private maybeWrite(): void {
+    if (this.writing || this.pending.length === 0 || this.closed) return;
+    const { batchFactor, batchDelayMs } = this.options;
+    const waited = this.options.now() - this.pendingSince;
+    if (this.pending.length < batchFactor && waited < batchDelayMs) {
+      if (!this.waitTimer) {
+        this.waitTimer = this.options.setTimer(batchDelayMs - waited, () => {
+          this.waitTimer = undefined;
+          this.maybeWrite();
+        });
+      }
+      return;
+    }
+    this.waitTimer?.cancel();
+    this.waitTimer = undefined;
+    void this.write();
+  }
+
+  private async write(): Promise<void> {
+    this.writing = true;
+    const upTo = this.recorded;
+    const updates = this.pending;
+    this.pending = [];
+    // A base covers every update recorded so far, the pending ones included.
+    const compact = this.deltasSinceBase >= this.options.compactEvery;
+    const kind = compact ? "base" : "delta";
+    const data = pack(compact ? this.options.snapshot() : updates);
+    const ref = { owner: this.options.owner, id: this.nextId++, kind } as const;
+    const started = this.options.now();
+    for (let delay = RETRY_MIN_MS; !this.closed; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      try {
+        await this.options.channel.put(ref, data);
+        break;
+      } catch (error) {
+        const reason = (error as Error).message;
+        if (this.stats.stalled === null) {
+          this.options.log.warn(
+            { event: "checkpoint-stalled", reason },
+            "checkpoint write failed: retrying",
+          );
+        }
+        this.stats.stalled = reason;
+        await new Promise<void>((resolve) => this.options.setTimer(delay, resolve));
+      }
+    }
+    if (this.closed) return;
+    if (this.stats.stalled !== null) {
+      this.options.log.info({ event: "checkpoint-resumed" }, "checkpoint writes succeed again");
+      this.stats.stalled = null;
+    }
+    const now = this.options.now();
+    this.stats.writes++;
+    this.stats.bytes += data.length;
+    this.stats.updatesWritten += updates.length;
+    this.stats.lastWriteMs = now - started;
+    this.stats.last = { kind, id: ref.id, bytes: data.length, at: now };
+    this.durable = upTo;
+    this.writing = false;
+    if (compact) {
+      // Keep one generation back: if the new base is ever unreadable, the previous one plus
+      // every delta after it rebuilds the same state.
+      const keepFrom = this.baseId;
+      this.baseId = ref.id;
+      this.deltasSinceBase = 0;
+      if (keepFrom !== undefined) {
+        this.options.channel.prune(this.options.owner, keepFrom).catch((error: Error) => {
+          this.options.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
+        });
+      }
+    } else {
+      this.deltasSinceBase++;
+    }
+    this.options.onDurable();
+    this.maybeWrite();
+  }
+}
