@@ -1,5 +1,5 @@
-import { InvalidArgumentError, type Command } from "commander";
-import { runScenario, type ScenarioReport } from "../sim/tara-scenario.js";
+import { InvalidArgumentError, Option, type Command } from "commander";
+import { runScenario, scenarioMechanisms, type ScenarioReport } from "../sim/tara-scenario.js";
 
 function integer(min: number, max: number) {
   return (text: string): number => {
@@ -21,6 +21,15 @@ export function registerSim(program: Command): void {
     .option("--seed <n>", "first seed", integer(0, 2 ** 32 - 1), 1)
     .option("--seeds <count>", "how many consecutive seeds", integer(1, 1_000_000), 1)
     .option("--f <f>", "crashes tolerated per stage", integer(1, 4), 1)
+    .addOption(
+      new Option(
+        "--mechanism <name>",
+        "checkpointing: pdc, or lpc (instance checkpoints on a simulated store; restarted " +
+          "committers are restored and vote again)",
+      )
+        .choices(scenarioMechanisms)
+        .default("pdc"),
+    )
     .option("--clients <n>", "closed-loop clients", integer(1, 64), 5)
     .option(
       "--safety-ms <ms>",
@@ -36,6 +45,7 @@ export function registerSim(program: Command): void {
         const report = runScenario({
           seed,
           f: options.f,
+          mechanism: options.mechanism,
           clients: options.clients,
           safetyMs: options.safetyMs,
           faults: options.faults,
@@ -45,7 +55,10 @@ export function registerSim(program: Command): void {
         else print(report, options.seeds === 1);
       }
       if (!options.json) {
-        console.log(`${options.seeds - failed} of ${options.seeds} seeds passed (f=${options.f})`);
+        console.log(
+          `${options.seeds - failed} of ${options.seeds} seeds passed ` +
+            `(f=${options.f}, ${options.mechanism})`,
+        );
       }
       if (failed > 0) process.exitCode = 1;
     });
@@ -53,9 +66,10 @@ export function registerSim(program: Command): void {
 
 function print(report: ScenarioReport, verbose: boolean): void {
   const summary =
-    `seed ${report.seed} f=${report.f}: ${report.ok ? "ok" : "FAILED"}, ` +
+    `seed ${report.seed} f=${report.f} ${report.mechanism}: ${report.ok ? "ok" : "FAILED"}, ` +
     `${report.completed} requests, executed up to ${report.lastExecuted}, ` +
-    `${report.views} view changes, ${report.faults.length} faults`;
+    `${report.views} view changes, ${report.faults.length} faults` +
+    (report.mechanism === "lpc" ? `, ${report.restored} committer restores checked` : "");
   if (report.ok) {
     if (verbose) console.log(summary);
     return;

@@ -25,10 +25,20 @@
  * - A paused replica (stuck process) runs no handler; its deliveries, timers and external
  *   inputs are held in arrival order and run in that order once it resumes.
  * - An exception in a handler is a bug of the stage code: it propagates out of step/runUntil.
+ * - Checkpoints (`checkpoints` option): PDC needs nothing from the platform. LPC runs the
+ *   platform's own InstanceLog and group checkpoints against a simulated store (sim-store.ts)
+ *   and mirrors the real executor (platform/instance/executor.ts): a replica with instance
+ *   checkpoints first recovers its log and `restore`s it (deliveries wait), then `onStart`s;
+ *   whatever it emits or sends out after a `record` leaves only once that record is durable
+ *   (the durability gate), in emission order.
  */
 import { pack as msgpack, Unpackr } from "msgpackr";
 import type {
+  CheckpointEvent,
+  Checkpoints,
   Incoming,
+  InstanceCheckpoints,
+  InstanceState,
   Log,
   ReplicaId,
   Source,
@@ -37,9 +47,15 @@ import type {
   Tuple,
 } from "../platform/api/stage.js";
 import { TopologyError, type StageSpec, type Topology } from "../platform/api/topology.js";
+import type { CheckpointSink } from "../platform/checkpoint/channel.js";
+import { PersistedGroupCheckpoints } from "../platform/checkpoint/group-checkpoints.js";
+import { InstanceLog, recoveredInstance } from "../platform/checkpoint/instance-log.js";
+import { CheckpointChainBroken } from "../platform/checkpoint/store/recovery.js";
+import type { CheckpointOwner } from "../platform/checkpoint/store/store.js";
 import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
 import { RoutingTable } from "../platform/plan/routing.js";
 import { Random } from "./random.js";
+import { SimStore, type SimStoreModel } from "./sim-store.js";
 
 export { Random };
 
@@ -68,10 +84,29 @@ export const defaultNetwork: Readonly<NetworkModel> = Object.freeze({
   stallMs: 0,
 });
 
+/** How replicas are checkpointed; LPC-CS and LPC-CM are the same thing at this level. */
+export interface SimCheckpointing {
+  readonly mechanism: "none" | "pdc" | "lpc-cs" | "lpc-cm";
+  /** LPC: instance checkpoints for the stages that have `snapshot` and `restore` (default on). */
+  readonly instance?: boolean;
+  /** The InstanceLog's parameters (CheckpointConfig); defaults 1, 2 ms, 1000. */
+  readonly batchFactor?: number;
+  readonly batchDelayMs?: number;
+  readonly compactEvery?: number;
+  readonly store?: Partial<SimStoreModel>;
+}
+
 export interface SimulatorOptions {
   seed: number;
   topology: Topology;
   network?: Partial<NetworkModel>;
+  /** Default: none (no checkpoint support, as a topology run without a mechanism). */
+  checkpoints?: SimCheckpointing;
+  /**
+   * A replica restored its instance state (LPC), just after `restore` and before `onStart`;
+   * `incarnation` is the new one's.
+   */
+  onRestored?: (id: ReplicaId, incarnation: number, stage: Stage | Source) => void;
   /** A replica's ctx.external.send(output), synchronously (the output is a decoded copy). */
   onExternalOutput?: (from: ReplicaId, output: Tuple) => void;
   /**
@@ -99,6 +134,9 @@ export interface SimulatorStats {
   externalDropped: number;
   /** Events taken off the queue (including ones that turned out stale). */
   events: number;
+  /** Replicas that recovered instance state (first starts included), and that found none valid. */
+  restored: number;
+  brokenChains: number;
 }
 
 const enum Kind {
@@ -107,6 +145,8 @@ const enum Kind {
   External,
   Drain,
   Action,
+  /** Platform work of one replica incarnation (checkpoint callbacks, their timers). */
+  Internal,
 }
 
 /**
@@ -125,7 +165,7 @@ interface SimEvent {
   name: string;
   /** Timer token (Timer); source task (Deliver). */
   n: number;
-  /** Encoded tuple (Deliver, External) or the action (Action). */
+  /** Encoded tuple (Deliver, External) or the action (Action, Internal). */
   payload: Uint8Array | (() => void) | null;
   /** The link a delivery travels on. */
   link: Link | null;
@@ -160,6 +200,15 @@ interface Replica {
   drainScheduled: boolean;
   /** Outgoing links by destination task (current incarnations only). */
   links: (Link | undefined)[];
+  /** Loading its instance state: deliveries, timers and external inputs wait in `early`. */
+  recovering: boolean;
+  early: SimEvent[];
+  instanceLog: InstanceLog | undefined;
+  instanceApi: InstanceCheckpoints | undefined;
+  group: PersistedGroupCheckpoints | undefined;
+  /** Outputs held by the durability gate, in emission order. */
+  gated: { readonly after: number; readonly release: () => void }[];
+  gatedHead: number;
 }
 
 const silentLog: Log = {
@@ -182,6 +231,8 @@ export class Simulator {
     lost: 0,
     externalDropped: 0,
     events: 0,
+    restored: 0,
+    brokenChains: 0,
   };
 
   /** The network's own stream: the scenario's draws from `random` do not shift delays. */
@@ -195,6 +246,10 @@ export class Simulator {
   private seq = 0;
   private timerTokens = 0;
   private started = false;
+  private readonly checkpointing: Required<Omit<SimCheckpointing, "store">>;
+  private readonly lpc: boolean;
+  /** The simulated checkpoint store (LPC). */
+  readonly store: SimStore | undefined;
 
   constructor(private readonly options: SimulatorOptions) {
     const { seed, topology } = options;
@@ -213,6 +268,25 @@ export class Simulator {
     }
     this.network = Object.freeze(network);
     this.log = options.log ?? silentLog;
+    const checkpointing = options.checkpoints ?? { mechanism: "none" };
+    this.checkpointing = {
+      mechanism: checkpointing.mechanism,
+      instance: checkpointing.instance ?? true,
+      batchFactor: checkpointing.batchFactor ?? 1,
+      batchDelayMs: checkpointing.batchDelayMs ?? 2,
+      compactEvery: checkpointing.compactEvery ?? 1000,
+    };
+    this.lpc = checkpointing.mechanism === "lpc-cs" || checkpointing.mechanism === "lpc-cm";
+    if (this.lpc) {
+      this.store = new SimStore({
+        // Its own stream: the store's draws shift neither the network's nor the scenario's.
+        random: new Random(Math.imul((seed ^ 0x27d4eb2f) >>> 0, 0x85ebca6b) >>> 0),
+        schedule: (delayMs, action) => this.schedule(delayMs, action),
+        now: () => this.clock,
+        model: checkpointing.store ?? {},
+        log: this.log,
+      });
+    }
 
     const maxParallelism = Math.max(1, ...topology.stages.map((s) => s.parallelism));
     this.plan = pack(topology, {
@@ -238,6 +312,13 @@ export class Simulator {
         heldHead: 0,
         drainScheduled: false,
         links: [],
+        recovering: false,
+        early: [],
+        instanceLog: undefined,
+        instanceApi: undefined,
+        group: undefined,
+        gated: [],
+        gatedHead: 0,
       };
       const list = this.byStage.get(t.stage) ?? [];
       list[t.index] = replica;
@@ -256,13 +337,16 @@ export class Simulator {
     return this.heap.length;
   }
 
-  /** Creates every replica (incarnation 1), then calls onStart on each in task order. */
+  /**
+   * Creates every replica (incarnation 1), then starts each in task order: onStart, or first
+   * the recovery of its instance state (LPC; an empty log on a first start).
+   */
   start(): void {
     if (this.started) throw new Error("simulator already started");
     this.started = true;
     for (const replica of this.replicaList) this.create(replica);
     for (const replica of this.replicaList) {
-      if (replica.alive && replica.incarnation === 1) replica.stage!.onStart?.(replica.ctx!);
+      if (replica.alive && replica.incarnation === 1) this.boot(replica);
     }
   }
 
@@ -282,6 +366,31 @@ export class Simulator {
 
   isPaused(id: ReplicaId): boolean {
     return this.replica(id).paused;
+  }
+
+  /** Alive but still loading its instance state: it has not started yet. */
+  isRecovering(id: ReplicaId): boolean {
+    const replica = this.replica(id);
+    return replica.alive && replica.recovering;
+  }
+
+  /** A replica's checkpoint state, as `tara status` shows it (LPC), or undefined. */
+  checkpointStatus(id: ReplicaId): Record<string, unknown> | undefined {
+    const replica = this.replica(id);
+    if (!this.lpc || !replica.alive) return undefined;
+    const log = replica.instanceLog;
+    return {
+      recovering: replica.recovering,
+      instance: log
+        ? {
+            ...log.stats,
+            recorded: log.recorded,
+            durable: log.durable,
+            held: replica.gated.length - replica.gatedHead,
+          }
+        : null,
+      group: replica.group?.stats ?? null,
+    };
   }
 
   /** 0 before start, 1 for the first run, +1 on every restart. */
@@ -334,6 +443,21 @@ export class Simulator {
     if (!replica.alive) throw new Error(`crash: replica ${replicaName(id)} is not alive`);
     replica.alive = false;
     replica.paused = false;
+    // Its checkpoint writes in flight end as the store's model says; what the gate held is gone.
+    replica.instanceLog?.close();
+    replica.group?.close();
+    this.store?.crashWriter(this.writer(replica, replica.incarnation));
+    replica.instanceLog = undefined;
+    replica.instanceApi = undefined;
+    replica.group = undefined;
+    replica.gated = [];
+    replica.gatedHead = 0;
+    for (const event of replica.early) {
+      if (event.kind === Kind.Deliver) this.stats.dropped++;
+      else if (event.kind === Kind.External) this.stats.externalDropped++;
+    }
+    replica.early = [];
+    replica.recovering = false;
     replica.stage = undefined;
     replica.ctx = undefined;
     replica.routing = undefined;
@@ -373,13 +497,16 @@ export class Simulator {
     }
   }
 
-  /** A new stage object from spec.create(index), incarnation + 1, onStart. Throws if alive. */
+  /**
+   * A new stage object from spec.create(index), incarnation + 1, then onStart (after the
+   * recovery of its instance state, with LPC). Throws if alive.
+   */
   restart(id: ReplicaId): void {
     const replica = this.replica(id);
     if (!this.started) throw new Error("restart before start");
     if (replica.alive) throw new Error(`restart: replica ${replicaName(id)} is alive`);
     this.create(replica);
-    replica.stage!.onStart?.(replica.ctx!);
+    this.boot(replica);
   }
 
   /** A stuck replica: its deliveries, timers and external inputs are held until resume. */
@@ -449,9 +576,175 @@ export class Simulator {
     replica.heldHead = 0;
     replica.drainScheduled = false;
     replica.links = [];
+    replica.recovering = false;
+    replica.early = [];
+    replica.instanceLog = undefined;
+    replica.instanceApi = undefined;
+    replica.group = undefined;
+    replica.gated = [];
+    replica.gatedHead = 0;
     replica.routing = new RoutingTable(this.plan, replica.id.stage, replica.id.index);
     replica.ctx = this.createContext(replica, replica.incarnation);
     replica.stage = replica.spec.create(replica.id.index);
+  }
+
+  // ---- checkpoints (LPC), as platform/instance/executor.ts does them ----------------------
+
+  /** Starts a created replica: recovers its instance state first, if it keeps one. */
+  private boot(replica: Replica): void {
+    const stage = replica.stage!;
+    if (this.lpc) {
+      const incarnation = replica.incarnation;
+      const ctx = replica.ctx!;
+      replica.group = new PersistedGroupCheckpoints(
+        this.owner(replica, "group"),
+        this.sink(replica, incarnation),
+        {
+          now: () => this.clock,
+          setTimer: (delayMs, fire) => this.internalTimer(replica, incarnation, delayMs, fire),
+          deliver: (event: CheckpointEvent) => stage.onCheckpoint?.(event, ctx),
+          log: this.log,
+        },
+      );
+      if (this.checkpointing.instance && stage.snapshot && stage.restore) {
+        replica.recovering = true;
+        this.recover(replica, incarnation, 50);
+        return;
+      }
+    }
+    stage.onStart?.(replica.ctx!);
+  }
+
+  /** Loads the replica's own log (retrying while the store is away), restores it, starts it. */
+  private recover(replica: Replica, incarnation: number, retryMs: number): void {
+    const owner = this.owner(replica, replica.id.index);
+    const sink = this.sink(replica, incarnation);
+    sink.loadLatest(owner, (result) => {
+      const stage = replica.stage!;
+      const ctx = replica.ctx!;
+      if (result instanceof CheckpointChainBroken) {
+        // Its exact state is gone: it starts without one (a TARA committer stays passive).
+        this.stats.brokenChains++;
+        this.log.error({ event: "recovery-impossible", reason: result.message }, "no valid state");
+        this.begin(replica);
+        return;
+      }
+      if (result instanceof Error) {
+        this.log.warn({ event: "recovery-stalled", reason: result.message }, "cannot load");
+        const next = Math.min(retryMs * 2, 2000);
+        this.internalTimer(replica, incarnation, retryMs, () =>
+          this.recover(replica, incarnation, next),
+        );
+        return;
+      }
+      const recovered = recoveredInstance(result);
+      this.stats.restored++;
+      stage.restore!(recovered.state, ctx);
+      this.options.onRestored?.(replica.id, incarnation, stage);
+      const { batchFactor, batchDelayMs, compactEvery } = this.checkpointing;
+      const log = new InstanceLog({
+        owner,
+        channel: sink,
+        snapshot: () => stage.snapshot!(),
+        batchFactor,
+        batchDelayMs,
+        compactEvery,
+        nextId: recovered.nextId,
+        baseId: recovered.baseId,
+        deltasSinceBase: recovered.deltasSinceBase,
+        now: () => this.clock,
+        setTimer: (delayMs, fire) => this.internalTimer(replica, incarnation, delayMs, fire),
+        onDurable: () => this.releaseGated(replica),
+        log: this.log,
+      });
+      replica.instanceLog = log;
+      replica.instanceApi = { record: (update) => log.record(update) };
+      this.begin(replica);
+    });
+  }
+
+  /** Recovery is over: onStart, then what arrived meanwhile, in arrival order. */
+  private begin(replica: Replica): void {
+    replica.recovering = false;
+    replica.stage!.onStart?.(replica.ctx!);
+    if (replica.early.length === 0 || !replica.alive) return;
+    replica.held = [...replica.early, ...replica.held.slice(replica.heldHead)];
+    replica.heldHead = 0;
+    replica.early = [];
+    this.scheduleDrain(replica);
+  }
+
+  /** Runs `send` now, or once every update recorded so far is durable (after what is held). */
+  private gate(replica: Replica, send: () => void): void {
+    const log = replica.instanceLog;
+    if (!log || (!log.hasUndurable && replica.gatedHead === replica.gated.length)) send();
+    else replica.gated.push({ after: log.recorded, release: send });
+  }
+
+  private releaseGated(replica: Replica): void {
+    const durable = replica.instanceLog!.durable;
+    const gated = replica.gated;
+    while (replica.gatedHead < gated.length && gated[replica.gatedHead]!.after <= durable) {
+      gated[replica.gatedHead++]!.release();
+    }
+    if (replica.gatedHead === gated.length) {
+      replica.gated = [];
+      replica.gatedHead = 0;
+    }
+  }
+
+  private owner(replica: Replica, index: number | "group"): CheckpointOwner {
+    return { topology: this.options.topology.name, stage: replica.id.stage, replica: index };
+  }
+
+  private writer(replica: Replica, incarnation: number): string {
+    return `${replica.task}/${incarnation}`;
+  }
+
+  /** The store as one incarnation sees it: its callbacks run as that incarnation's events. */
+  private sink(replica: Replica, incarnation: number): CheckpointSink {
+    const store = this.store!.sink(this.writer(replica, incarnation));
+    const post = (action: () => void) => this.internal(replica, incarnation, 0, action);
+    return {
+      style: "callbacks",
+      description: store.description,
+      put: (ref, data, done) => store.put(ref, data, (error) => post(() => done(error))),
+      loadLatest: (owner, done) => store.loadLatest(owner, (result) => post(() => done(result))),
+      prune: (owner, keepFromId, done) =>
+        store.prune(owner, keepFromId, (error) => post(() => done(error))),
+    };
+  }
+
+  private internalTimer(
+    replica: Replica,
+    incarnation: number,
+    delayMs: number,
+    fire: () => void,
+  ): { cancel(): void } {
+    let cancelled = false;
+    this.internal(replica, incarnation, Math.max(0, delayMs), () => {
+      if (!cancelled) fire();
+    });
+    return {
+      cancel: () => {
+        cancelled = true;
+      },
+    };
+  }
+
+  private internal(replica: Replica, incarnation: number, delayMs: number, action: () => void) {
+    this.push(
+      this.event(
+        this.clock + delayMs,
+        Kind.Internal,
+        replica.task,
+        incarnation,
+        "",
+        0,
+        action,
+        null,
+      ),
+    );
   }
 
   private createContext(replica: Replica, incarnation: number): StageContext {
@@ -475,12 +768,12 @@ export class Simulator {
       emit: (stream, tuple) => {
         checkStream(stream);
         if (!live()) return;
-        this.send(replica, stream, replica.routing!.destinations(stream, tuple), tuple);
+        this.emit(replica, stream, replica.routing!.destinations(stream, tuple), tuple);
       },
       emitDirect: (stream, index, tuple) => {
         checkStream(stream);
         if (!live()) return;
-        this.send(replica, stream, replica.routing!.directDestinations(stream, index), tuple);
+        this.emit(replica, stream, replica.routing!.directDestinations(stream, index), tuple);
       },
       timers: {
         set: (name, delayMs) => {
@@ -498,12 +791,14 @@ export class Simulator {
       },
       clock: { now: () => this.clock },
       log: this.log,
-      checkpoints: { mechanism: "none", group: undefined, instance: undefined },
+      checkpoints: this.createCheckpoints(replica, live),
       external: {
         send: (output) => {
           if (!live()) return;
           const onOutput = this.options.onExternalOutput;
-          if (onOutput) onOutput(replica.id, unpackr.unpack(msgpack(output)));
+          if (!onOutput) return;
+          const bytes = msgpack(output);
+          this.gate(replica, () => onOutput(replica.id, unpackr.unpack(bytes)));
         },
       },
       setStatus: (status) => {
@@ -512,15 +807,36 @@ export class Simulator {
     };
   }
 
+  private createCheckpoints(replica: Replica, live: () => boolean): Checkpoints {
+    const mechanism = this.checkpointing.mechanism;
+    if (!this.lpc) return { mechanism, group: undefined, instance: undefined };
+    // Getters: both exist only once the replica has started (and recovered), and only for the
+    // incarnation alive now (a later one's must not take a dead one's records).
+    return {
+      mechanism,
+      get group() {
+        return live() ? replica.group : undefined;
+      },
+      get instance() {
+        return live() ? replica.instanceApi : undefined;
+      },
+    };
+  }
+
   // ---- network --------------------------------------------------------------------------
 
-  private send(from: Replica, stream: string, dests: number[], tuple: Tuple): void {
+  /** Encoded and routed now (as the platform does), sent once the durability gate allows. */
+  private emit(from: Replica, stream: string, dests: number[], tuple: Tuple): void {
+    const bytes = msgpack(tuple);
+    this.gate(from, () => this.send(from, stream, dests, bytes));
+  }
+
+  private send(from: Replica, stream: string, dests: number[], bytes: Uint8Array): void {
     const onEmit = this.options.onEmit;
     if (dests.length === 0) {
-      if (onEmit) onEmit(from.id, stream, unpackr.unpack(msgpack(tuple)), []);
+      if (onEmit) onEmit(from.id, stream, unpackr.unpack(bytes), []);
       return;
     }
-    const bytes = msgpack(tuple);
     if (onEmit) {
       const to = dests.map((task) => this.replicaList[task]!.id);
       onEmit(from.id, stream, unpackr.unpack(bytes), to);
@@ -577,6 +893,17 @@ export class Simulator {
       (event.payload as () => void)();
       return;
     }
+    if (event.kind === Kind.Internal) {
+      const replica = this.replicaList[event.task]!;
+      if (!replica.alive || replica.incarnation !== event.incarnation) return;
+      // A stuck process does no platform work either.
+      if (!fromHold && (replica.paused || replica.heldHead < replica.held.length)) {
+        replica.held.push(event);
+        return;
+      }
+      (event.payload as () => void)();
+      return;
+    }
     if (event.kind === Kind.Deliver && !fromHold) {
       if (event.lost) {
         this.stats.dropped++;
@@ -615,6 +942,10 @@ export class Simulator {
       return;
     }
     if (event.kind === Kind.Timer && replica.timers.get(event.name) !== event.n) return; // replaced
+    if (replica.recovering) {
+      replica.early.push(event);
+      return;
+    }
     if (!fromHold && (replica.paused || replica.heldHead < replica.held.length)) {
       replica.held.push(event);
       return;

@@ -11,8 +11,15 @@
  * - checkpoints at one sequence number have one digest, and live executors end in one state;
  * - the clients' history is linearizable against the key-value model;
  * - liveness: once faults stop, every request completes within a bound.
+ *
+ * Under LPC (`mechanism: "lpc"`) the platform's instance and group checkpoints run against the
+ * simulated store: a restarted committer is restored and votes again, so committers may crash
+ * and restart any number of times (never more than f down at once), and the store may be away
+ * for a while. One more checker then: a restored committer holds every accept it had sent
+ * (the latest per sequence number above its stable checkpoint) and every view it had promised,
+ * i.e. instance checkpoints lose nothing that left the replica.
  */
-import type { ReplicaId } from "../platform/api/stage.js";
+import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
 import { parseTaraConfig, type TaraConfig } from "../tara/config.js";
 import {
   decodeKvReply,
@@ -35,7 +42,11 @@ import { Proposer } from "../tara/stages/proposer.js";
 import { StableCheckpoints } from "../tara/stages/quorum.js";
 import { stages, taraTopology } from "../tara/topology.js";
 import { checkLinearizable, type Operation } from "./linearizability.js";
-import { Simulator } from "./simulator.js";
+import { Random } from "./random.js";
+import { Simulator, type SimCheckpointing } from "./simulator.js";
+
+export const scenarioMechanisms = ["pdc", "lpc"] as const;
+export type ScenarioMechanism = (typeof scenarioMechanisms)[number];
 
 export interface ScenarioOptions {
   seed: number;
@@ -49,11 +60,14 @@ export interface ScenarioOptions {
   faults?: boolean;
   /** TARA parameters (small K and W, short timeouts: many checkpoints and view changes). */
   config?: Record<string, number>;
+  /** How replicas are checkpointed (default pdc); lpc: LPC with instance checkpoints. */
+  mechanism?: ScenarioMechanism;
 }
 
 export interface ScenarioReport {
   seed: number;
   f: number;
+  mechanism: ScenarioMechanism;
   ok: boolean;
   violations: string[];
   completed: number;
@@ -62,6 +76,9 @@ export interface ScenarioReport {
   views: number;
   linearizable: boolean | "unknown";
   events: number;
+  /** LPC: committer restarts whose restored state was checked, and recoveries that found none. */
+  restored: number;
+  brokenChains: number;
   replay: string;
   /** Every replica's last status, when the run failed. */
   replicas?: Record<string, Record<string, unknown>>;
@@ -89,12 +106,29 @@ interface SimClient {
   lastSeen: Map<string, string | null>;
 }
 
-export function replayCommand(seed: number, f: number): string {
-  return `npx tara sim --seed ${seed} --f ${f}`;
+export function replayCommand(seed: number, f: number, mechanism: ScenarioMechanism): string {
+  return `npx tara sim --seed ${seed} --f ${f} --mechanism ${mechanism}`;
+}
+
+/**
+ * LPC's checkpointing for one seed: the batch factor, batch delay and compaction interval vary
+ * per seed (small compaction intervals exercise bases and pruning), from a stream of their own.
+ */
+function lpcCheckpointing(seed: number): SimCheckpointing {
+  const random = new Random(Math.imul((seed ^ 0x68e31da4) >>> 0, 0x1b873593) >>> 0);
+  return {
+    mechanism: "lpc-cs",
+    instance: true,
+    batchFactor: random.pick([1, 1, 3]),
+    batchDelayMs: random.pick([0, 1, 2]),
+    compactEvery: random.pick([2, 5, 20]),
+  };
 }
 
 export function runScenario(options: ScenarioOptions): ScenarioReport {
   const { seed, f } = options;
+  const mechanism = options.mechanism ?? "pdc";
+  const lpc = mechanism === "lpc";
   const clientCount = options.clients ?? 5;
   const keyCount = options.keys ?? 3;
   const safetyMs = options.safetyMs ?? 3000;
@@ -110,6 +144,11 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   const acceptedValue = new Map<string, string>();
   const checkpointDigest = new Map<number, string>();
   const promisedBy = new Map<string, number>();
+  // What each committer (by index, over its incarnations) sent: the latest accept per s, and the
+  // highest view it promised or accepted in. A restored committer must hold all of it.
+  const sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
+  const sentView = new Map<number, number>();
+  let restored = 0;
   const trueStable = new StableCheckpoints(f + 1);
   let maxExecuted = 0;
   let views = 0;
@@ -127,10 +166,17 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     },
   });
 
-  const incarnationKey = (id: ReplicaId) => `${id.index}/${sim.incarnation(id)}`;
+  // A committer's promises bind every incarnation under LPC (restored), only its own under PDC.
+  const incarnationKey = (id: ReplicaId) =>
+    lpc ? `${id.index}` : `${id.index}/${sim.incarnation(id)}`;
+  const noteView = (c: number, v: number) => sentView.set(c, Math.max(sentView.get(c) ?? 0, v));
   const sim = new Simulator({
     seed,
     topology,
+    checkpoints: lpc ? lpcCheckpointing(seed) : { mechanism: "pdc" },
+    onRestored: (id, incarnation, stage) => {
+      if (id.stage === stages.committer && incarnation > 1) checkRestored(id, stage);
+    },
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -155,11 +201,19 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
         const promised = promisedBy.get(incarnationKey(from)) ?? 0;
         if (v < promised)
           violation(`committer ${from.index} accepted view ${v} after promising ${promised}`);
+        if (lpc) {
+          let sent = sentAccepts.get(from.index);
+          if (!sent) sentAccepts.set(from.index, (sent = new Map()));
+          const before = sent.get(s);
+          if (!before || v >= before.v) sent.set(s, { v, d });
+          noteView(from.index, v);
+        }
       } else if (stream === streams.votes) {
         const vote = tuple as PromiseMessage;
         if (vote.t === "promise") {
           const key = incarnationKey(from);
           promisedBy.set(key, Math.max(promisedBy.get(key) ?? 0, vote.v));
+          if (lpc) noteView(from.index, vote.v);
         }
       } else if (stream === streams.checkpointed) {
         const { e, s, d } = tuple as Checkpointed;
@@ -171,6 +225,30 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     },
   });
   const random = sim.random.fork();
+
+  /** Instance checkpoints lose nothing externalised: checked as a committer is restored. */
+  function checkRestored(id: ReplicaId, stage: Stage | Source): void {
+    const committer = stage as Committer;
+    restored++;
+    const view = sentView.get(id.index) ?? 0;
+    if (committer.promised < view) {
+      violation(`committer ${id.index} restored view ${committer.promised}, had sent ${view}`);
+    }
+    const sent = sentAccepts.get(id.index);
+    if (!sent) return;
+    for (const [s, { v, d }] of sent) {
+      // At or below its stable checkpoint every s is decided: nothing to keep (nor to check).
+      if (s <= committer.lw) {
+        sent.delete(s);
+        continue;
+      }
+      const got = committer.accepted.get(s);
+      if (!got || got.v < v || (got.v === v && got.d !== d)) {
+        const had = got ? `${got.v}:${got.d}` : "nothing";
+        violation(`committer ${id.index} restored ${had} at ${s}, had sent an accept ${v}:${d}`);
+      }
+    }
+  }
 
   // Clients.
   const keys = Array.from({ length: keyCount }, (_, i) => `k${i}`);
@@ -240,8 +318,10 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   // Faults.
   const faults: string[] = [];
   const name = (id: ReplicaId) => `${id.stage}:${id.index}`;
+  // Recovering counts as down (it votes only once restored); a passive committer (PDC, or a
+  // broken chain under LPC) is down for good.
   const isDown = (id: ReplicaId): boolean => {
-    if (!sim.isAlive(id) || sim.isPaused(id)) return true;
+    if (!sim.isAlive(id) || sim.isPaused(id) || sim.isRecovering(id)) return true;
     return id.stage === stages.committer && !sim.stage<Committer>(id).active;
   };
   const downIn = (stage: string) => sim.replicasOf(stage).filter(isDown).length;
@@ -257,11 +337,22 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     sim.schedule(random.between(20, 200), injectFault);
     const candidates = sim.replicas().filter((id) => !isDown(id) && downIn(id.stage) < f);
     if (candidates.length === 0) return;
+    if (lpc && random.chance(0.04)) {
+      // The checkpoint store is away: every replica's writes fail and are retried meanwhile.
+      const ms = random.between(20, 300);
+      faults.push(`${sim.now.toFixed(0)} store outage ${ms.toFixed(0)}ms`);
+      sim.store!.outage(ms);
+      return;
+    }
     const current = leader();
+    const committers = candidates.filter((id) => id.stage === stages.committer);
     const target =
       current && candidates.some((id) => name(id) === name(current)) && random.chance(0.3)
         ? current
-        : random.pick(candidates);
+        : // Under LPC, committers more often: their restores are what is new.
+          lpc && committers.length > 0 && random.chance(0.3)
+          ? random.pick(committers)
+          : random.pick(candidates);
     if (random.chance(0.15)) {
       // Its stream manager restarts: what it sent and was still on the way is lost.
       faults.push(`${sim.now.toFixed(0)} drop in-flight from ${name(target)}`);
@@ -291,6 +382,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
 
   // Heal, stop issuing, and require every request to complete.
   issuing = false;
+  sim.store?.heal();
   for (const id of sim.replicas()) {
     if (!sim.isAlive(id)) sim.restart(id);
     else if (sim.isPaused(id)) sim.resume(id);
@@ -322,6 +414,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   return {
     seed,
     f,
+    mechanism,
     ok: violations.length === 0,
     violations,
     completed,
@@ -330,11 +423,17 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     views,
     linearizable: check.ok === "unknown" ? "unknown" : check.ok,
     events: sim.stats.events,
-    replay: replayCommand(seed, f),
+    restored,
+    brokenChains: sim.stats.brokenChains,
+    replay: replayCommand(seed, f, mechanism),
     ...(violations.length > 0
       ? {
           replicas: Object.fromEntries(
-            sim.replicas().map((id) => [name(id), { alive: sim.isAlive(id), ...sim.status(id) }]),
+            sim.replicas().map((id) => {
+              const checkpoints = sim.checkpointStatus(id);
+              const status = { alive: sim.isAlive(id), ...sim.status(id) };
+              return [name(id), checkpoints ? { ...status, checkpoints } : status];
+            }),
           ),
         }
       : {}),

@@ -7,7 +7,16 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { readdir, readFile, truncate, utimes, writeFile } from "node:fs/promises";
+import {
+  appendFile,
+  open,
+  readdir,
+  readFile,
+  stat,
+  truncate as truncateFile,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +25,7 @@ import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { Objm, StorageType } from "@nats-io/obj";
 import { connect as natsConnect } from "@nats-io/transport-node";
+import { encodeEntry, entryName } from "../../src/platform/checkpoint/store/format.js";
 import { FsCheckpointStore } from "../../src/platform/checkpoint/store/fs-store.js";
 import { NatsCheckpointStore } from "../../src/platform/checkpoint/store/nats-store.js";
 import { openStore } from "../../src/platform/checkpoint/store/open-store.js";
@@ -165,34 +175,60 @@ function storeBehaviour(backend: () => Backend): void {
     const owner = freshOwner();
     const entry = ref(owner, 11, "base");
     const data = randomBytes(512 * 1024);
-    const child = spawn(
-      process.execPath,
-      [
-        "--input-type=module",
-        "-e",
-        childWriter,
-        openStoreModule,
-        backend().url(),
-        JSON.stringify(entry),
-      ],
-      { stdio: ["pipe", "pipe", "pipe"] },
-    );
-    child.stdin!.end(data);
-    let stderr = "";
-    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
-    const lines = createInterface({ input: child.stdout! });
-    for await (const line of lines) {
-      if (line === "put resolved") {
-        child.kill("SIGKILL");
-        break;
-      }
-    }
-    const [code, signal] = await exited;
-    assert.equal(signal, "SIGKILL", `the writer died on its own (code ${code}): ${stderr}`);
+    await killAfterPuts(backend().url(), [[entry, data]]);
     await withStore(backend(), async (store) => {
       assert.deepEqual(await store.list(owner), [entry]);
       assert.ok(Buffer.from(await store.get(entry)).equals(data));
+    });
+  });
+
+  it("keeps every delta whose put resolved before the writer was killed", async () => {
+    const owner = freshOwner();
+    const entries: [EntryRef, Uint8Array][] = [[ref(owner, 1, "base"), text("base 1")]];
+    for (let id = 2; id <= 40; id++) entries.push([ref(owner, id, "delta"), randomBytes(300)]);
+    await killAfterPuts(backend().url(), entries);
+    await withStore(backend(), async (store) => {
+      const chain = await loadLatest(store, owner, collectingLog());
+      assert.equal(show(chain.base?.data), "base 1");
+      assert.deepEqual(
+        chain.deltas.map((d) => [d.id, Buffer.from(d.data).toString("hex")]),
+        entries.slice(1).map(([r, data]) => [r.id, Buffer.from(data).toString("hex")]),
+      );
+    });
+  });
+
+  it("serializes concurrent puts of one owner", async () => {
+    await withStore(backend(), async (store) => {
+      const owner = freshOwner();
+      const range = Array.from({ length: 50 }, (_, i) => i + 1);
+      await Promise.all(range.map((id) => store.put(ref(owner, id, "delta"), text(`d${id}`))));
+      const log = collectingLog();
+      assert.deepEqual(
+        summary(await loadLatest(store, owner, log)).deltas,
+        range.map((id) => `${id}: d${id}`),
+      );
+      assert.deepEqual(log.warnings, []);
+    });
+  });
+
+  it("returns the newest copy of a delta written again", async () => {
+    const b = backend();
+    const owner = freshOwner();
+    await withStore(b, async (store) => {
+      for (const id of [1, 2, 3]) await store.put(ref(owner, id, "delta"), text(`d${id}`));
+      await store.put(ref(owner, 2, "delta"), text("d2 again"));
+    });
+    await withStore(b, async (store) => {
+      await store.put(ref(owner, 3, "delta"), text("d3 again"));
+      assert.deepEqual(ids(await store.list(owner)), ["1delta", "2delta", "3delta"]);
+      assert.equal(show(await store.get(ref(owner, 2, "delta"))), "d2 again");
+    });
+    await withStore(b, async (store) => {
+      assert.deepEqual(summary(await loadLatest(store, owner, collectingLog())).deltas, [
+        "1: d1",
+        "2: d2 again",
+        "3: d3 again",
+      ]);
     });
   });
 
@@ -291,15 +327,21 @@ function storeBehaviour(backend: () => Backend): void {
   });
 }
 
-/** Run by a child process: puts one entry, says so, then waits to be killed. */
+/**
+ * Run by a child process: puts the entries it reads (JSON) from stdin in order, says after
+ * each that its put resolved, then waits to be killed.
+ */
 const childWriter = `
-const [moduleUrl, url, ref] = process.argv.slice(1);
+const [moduleUrl, url] = process.argv.slice(1);
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
+const entries = JSON.parse(Buffer.concat(chunks).toString());
 const { openStore } = await import(moduleUrl);
 const store = await openStore(url);
-await store.put(JSON.parse(ref), Buffer.concat(chunks));
-process.stdout.write("put resolved\\n");
+for (const [ref, data] of entries) {
+  await store.put(ref, Buffer.from(data, "base64"));
+  process.stdout.write("put resolved " + ref.id + "\\n");
+}
 setInterval(() => {}, 60_000);
 `;
 const openStoreModule = new URL(
@@ -307,57 +349,387 @@ const openStoreModule = new URL(
   import.meta.url,
 ).href;
 
+/** Run by a child process: puts deltas 1, 2, ... of an owner until it is killed. */
+const endlessWriter = `
+const [moduleUrl, url, owner] = process.argv.slice(1);
+const { openStore } = await import(moduleUrl);
+const store = await openStore(url);
+for (let id = 1; ; id++) {
+  const data = Buffer.from(("delta " + id + " ").padEnd(300, "."));
+  await store.put({ owner: JSON.parse(owner), id, kind: "delta" }, data);
+  process.stdout.write("put resolved " + id + "\\n");
+}
+`;
+
+/** Starts a process running `script` (module code) and yields its stdout lines. */
+function spawnScript(script: string, args: string[], stdin: string) {
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script, ...args], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  child.stdin!.end(stdin);
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+  return {
+    lines: createInterface({ input: child.stdout! }),
+    /** SIGKILLs the child (a crash) and checks that it was still running. */
+    async kill(): Promise<void> {
+      child.kill("SIGKILL");
+      const [code, signal] = await exited;
+      assert.equal(signal, "SIGKILL", `the writer died on its own (code ${code}): ${stderr}`);
+    },
+  };
+}
+
+/** A child process puts the entries and is SIGKILLed as soon as the last put has resolved. */
+async function killAfterPuts(url: string, entries: [EntryRef, Uint8Array][]): Promise<void> {
+  const input = entries.map(([r, data]) => [r, Buffer.from(data).toString("base64")]);
+  const child = spawnScript(childWriter, [openStoreModule, url], JSON.stringify(input));
+  const last = `put resolved ${entries.at(-1)![0].id}`;
+  for await (const line of child.lines) if (line === last) break;
+  await child.kill();
+}
+
 describe("fs checkpoint store", () => {
   const root = mkdtempSync(join(tmpdir(), "tara-checkpoints-"));
   after(() => rmSync(root, { recursive: true, force: true }));
   const fsBackend: Backend = {
     open: async () => new FsCheckpointStore(root),
     url: () => `fs:${root}`,
-    async corrupt(entry) {
-      const path = new FsCheckpointStore(root).entryPath(entry);
-      const bytes = await readFile(path);
-      bytes[bytes.length - 1]! ^= 0xff;
-      await writeFile(path, bytes);
-    },
+    corrupt: (entry) => flipByte(entry, (length) => length - 1),
   };
   storeBehaviour(() => fsBackend);
+
+  /** Flips one byte of a stored entry (`at` from the entry's start), behind the store's back. */
+  async function flipByte(entry: EntryRef, at: (length: number) => number): Promise<void> {
+    const where = await withStore(fsBackend, (store) => (store as FsCheckpointStore).locate(entry));
+    assert.ok(where, `${entry.id}${entry.kind} is stored`);
+    const handle = await open(where.path, "r+");
+    try {
+      const position = where.offset + at(where.length);
+      const { buffer } = await handle.read(Buffer.alloc(1), 0, 1, position);
+      buffer[0]! ^= 0xff;
+      await handle.write(buffer, 0, 1, position);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  const segmentsOf = async (owner: CheckpointOwner) =>
+    (await readdir(new FsCheckpointStore(root).ownerDir(owner)))
+      .filter((name) => name.endsWith(".log"))
+      .sort();
+  const padded = (id: number) => String(id).padStart(20, "0");
+  const deltas = (range: number[], name = (id: number) => `d${id}`) =>
+    range.map((id) => `${id}: ${name(id)}`);
+  const upTo = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  async function putDeltas(store: CheckpointStore, owner: CheckpointOwner, range: number[]) {
+    for (const id of range) await store.put(ref(owner, id, "delta"), text(`d${id}`));
+  }
+
+  it("appends deltas to segments, a new one after each base and at the size limit", async () => {
+    const owner = freshOwner();
+    const payload = (id: number) => `delta ${id} `.padEnd(300, ".");
+    const segmentBytes = 16 * 1024;
+    const store = new FsCheckpointStore(root, { segmentBytes });
+    try {
+      for (const id of upTo(1, 200)) await store.put(ref(owner, id, "delta"), text(payload(id)));
+      await store.put(ref(owner, 201, "base"), text("base 201"));
+      for (const id of upTo(202, 220)) await store.put(ref(owner, id, "delta"), text(payload(id)));
+    } finally {
+      await store.close();
+    }
+    const segments = await segmentsOf(owner);
+    // 200 entries of about 360 bytes fill five 16 KiB segments; the base starts a sixth.
+    assert.equal(segments.length, 6, segments.join());
+    assert.match(segments[0]!, new RegExp(`^${padded(1)}\\.0000000001\\.log$`));
+    assert.match(segments[5]!, new RegExp(`^${padded(202)}\\.0000000006\\.log$`));
+    const dir = store.ownerDir(owner);
+    for (const name of segments) assert.ok((await stat(join(dir, name))).size <= segmentBytes);
+
+    await withStore(fsBackend, async (fresh) => {
+      const log = collectingLog();
+      const all = await fresh.list(owner);
+      assert.equal(all.length, 220);
+      assert.deepEqual(summary(await loadLatest(fresh, owner, log)), {
+        base: "201: base 201",
+        deltas: deltas(upTo(202, 220), payload),
+      });
+      assert.deepEqual(log.warnings, []);
+      for (const id of [1, 45, 46, 200]) {
+        assert.equal(show(await fresh.get(ref(owner, id, "delta"))), payload(id));
+      }
+    });
+  });
+
+  it("recovers the valid prefix of a torn tail, then the next incarnation's entry of that id", async () => {
+    const variants = [
+      ["inside the payload", (at: number, length: number) => cut(at, length - 10), /torn/],
+      ["inside the header", (at: number) => cut(at, 10), /torn tail.*entry header/],
+      ["zeros", (at: number, length: number) => zeros(at, length), /unreadable entry header/],
+    ] as const;
+    let path = "";
+    let offset = 0;
+    const cut = (at: number, keep: number) => truncateFile(path, at + keep);
+    // A filesystem may extend the file before the data reach the disk: zeros instead.
+    const zeros = async (at: number, length: number) => {
+      await truncateFile(path, at);
+      await appendFile(path, Buffer.alloc(length));
+    };
+    for (const [variant, tear, reason] of variants) {
+      const owner = freshOwner();
+      await withStore(fsBackend, (store) => putDeltas(store, owner, upTo(1, 5)));
+      const torn = await withStore(fsBackend, (store) =>
+        (store as FsCheckpointStore).locate(ref(owner, 5, "delta")),
+      );
+      ({ path, offset } = torn!);
+      await tear(offset, torn!.length);
+
+      await withStore(fsBackend, async (store) => {
+        const log = collectingLog();
+        assert.deepEqual(summary(await loadLatest(store, owner, log)).deltas, deltas(upTo(1, 4)));
+        assert.equal(log.warnings.length, 1, variant);
+        assert.match(String(log.warnings[0]!.ref), /#5\(delta\)$/);
+        assert.match(String(log.warnings[0]!.reason), reason, variant);
+        // The put of 5 never resolved: the replica's next incarnation writes 5 again.
+        await store.put(ref(owner, 5, "delta"), text("d5 again"));
+        await store.put(ref(owner, 6, "delta"), text("d6"));
+      });
+      await withStore(fsBackend, async (store) => {
+        const log = collectingLog();
+        assert.deepEqual(summary(await loadLatest(store, owner, log)).deltas, [
+          ...deltas(upTo(1, 4)),
+          "5: d5 again",
+          "6: d6",
+        ]);
+        assert.deepEqual(log.warnings, [], variant);
+        assert.deepEqual(
+          ids(await store.list(owner)),
+          upTo(1, 6).map((id) => `${id}delta`),
+        );
+      });
+      assert.equal((await segmentsOf(owner)).length, 2);
+    }
+  });
+
+  it("stops at a corrupt entry in the middle of a segment, though valid ones follow", async () => {
+    for (const [part, at, reason] of [
+      ["payload", (length: number) => length - 1, /payload checksum mismatch/],
+      ["header", () => 9, /unreadable entry header .*header checksum mismatch/],
+    ] as const) {
+      const owner = freshOwner();
+      await withStore(fsBackend, (store) => putDeltas(store, owner, upTo(1, 6)));
+      await flipByte(ref(owner, 3, "delta"), at);
+      await withStore(fsBackend, async (store) => {
+        const log = collectingLog();
+        assert.deepEqual(summary(await loadLatest(store, owner, log)).deltas, deltas([1, 2]));
+        assert.equal(log.warnings.length, 1, part);
+        assert.match(String(log.warnings[0]!.ref), /#3\(delta\)$/);
+        assert.match(String(log.warnings[0]!.reason), reason);
+        // Past a corrupt header nothing in the segment can be located.
+        const listed = part === "header" ? [1, 2, 3] : upTo(1, 6);
+        assert.deepEqual(
+          ids(await store.list(owner)),
+          listed.map((id) => `${id}delta`),
+        );
+      });
+    }
+  });
+
+  it("keeps every delta that a writer killed mid-stream was told is durable", async () => {
+    const owner = freshOwner();
+    const payload = (id: number) => `delta ${id} `.padEnd(300, ".");
+    const writer = spawnScript(
+      endlessWriter,
+      [openStoreModule, fsBackend.url(), JSON.stringify(owner)],
+      "",
+    );
+    let resolved = 0;
+    for await (const line of writer.lines) {
+      resolved = Number(/^put resolved (\d+)$/.exec(line)![1]);
+      // Killed while it keeps writing: maybe mid-append.
+      if (resolved === 300) break;
+    }
+    await writer.kill();
+    let recovered = 0;
+    await withStore(fsBackend, async (store) => {
+      const chain = await loadLatest(store, owner, collectingLog());
+      recovered = chain.deltas.length;
+      assert.ok(recovered >= resolved, `${recovered} deltas recovered, ${resolved} resolved`);
+      assert.deepEqual(summary(chain).deltas, deltas(upTo(1, recovered), payload));
+      await store.put(ref(owner, recovered + 1, "delta"), text(payload(recovered + 1)));
+    });
+    await withStore(fsBackend, async (store) => {
+      const log = collectingLog();
+      assert.deepEqual(
+        summary(await loadLatest(store, owner, log)).deltas,
+        deltas(upTo(1, recovered + 1), payload),
+      );
+      assert.deepEqual(log.warnings, []);
+    });
+  });
+
+  it("prunes whole segments", async () => {
+    const owner = freshOwner();
+    await withStore(fsBackend, async (store) => {
+      await putDeltas(store, owner, upTo(1, 5));
+      await store.put(ref(owner, 6, "base"), text("base 6"));
+      await putDeltas(store, owner, upTo(7, 11));
+      await store.put(ref(owner, 12, "base"), text("base 12"));
+      await putDeltas(store, owner, [13, 14]);
+      assert.deepEqual(
+        (await segmentsOf(owner)).map((name) => Number(name.slice(0, 20))),
+        [1, 7, 13],
+      );
+      assert.equal(await pruneBefore(store, owner, 6), 5);
+      assert.deepEqual(
+        (await segmentsOf(owner)).map((name) => Number(name.slice(0, 20))),
+        [7, 13],
+      );
+      assert.equal(await pruneBefore(store, owner, 12), 6);
+      assert.deepEqual((await readdir(new FsCheckpointStore(root).ownerDir(owner))).sort(), [
+        `${padded(12)}.base`,
+        `${padded(13)}.0000000003.log`,
+      ]);
+      await store.put(ref(owner, 15, "delta"), text("d15"));
+    });
+    await withStore(fsBackend, async (store) => {
+      assert.deepEqual(summary(await loadLatest(store, owner, collectingLog())), {
+        base: "12: base 12",
+        deltas: deltas([13, 14, 15]),
+      });
+    });
+  });
+
+  it("deletes a prefix of a segment by renaming it, and a gap by rewriting it", async () => {
+    const owner = freshOwner();
+    await withStore(fsBackend, async (store) => {
+      await putDeltas(store, owner, upTo(1, 6));
+      await store.delete([ref(owner, 1, "delta"), ref(owner, 2, "delta")]);
+      assert.deepEqual(await segmentsOf(owner), [`${padded(3)}.0000000001.log`]);
+      // The renamed segment is still the one appended to.
+      await putDeltas(store, owner, [7]);
+      assert.deepEqual(await segmentsOf(owner), [`${padded(3)}.0000000001.log`]);
+      await store.delete([ref(owner, 4, "delta"), ref(owner, 6, "delta")]);
+      assert.deepEqual(await segmentsOf(owner), [`${padded(3)}.0000000001.log`]);
+      await putDeltas(store, owner, [8]);
+      assert.deepEqual(ids(await store.list(owner)), ["3delta", "5delta", "7delta", "8delta"]);
+    });
+    await withStore(fsBackend, async (store) => {
+      assert.deepEqual(ids(await store.list(owner)), ["3delta", "5delta", "7delta", "8delta"]);
+      for (const id of [3, 5, 7, 8]) {
+        assert.equal(show(await store.get(ref(owner, id, "delta"))), `d${id}`);
+      }
+      await assert.rejects(
+        store.get(ref(owner, 4, "delta")),
+        (e: unknown) => e instanceof CheckpointRejected && e.reason === "no such entry",
+      );
+      await store.delete([3, 5, 7, 8].map((id) => ref(owner, id, "delta")));
+      assert.deepEqual(await segmentsOf(owner), []);
+      assert.deepEqual(await store.list(owner), []);
+    });
+  });
+
+  it("appends only to segments it created, and starts anew once another store wrote", async () => {
+    const owner = freshOwner();
+    const first = new FsCheckpointStore(root);
+    const second = new FsCheckpointStore(root);
+    try {
+      await putDeltas(first, owner, [1, 2]);
+      await putDeltas(second, owner, [3]);
+      assert.equal((await segmentsOf(owner)).length, 2);
+      // Recovery through the first store again (a replica that moved and came back).
+      assert.deepEqual(ids(await first.list(owner)), ["1delta", "2delta", "3delta"]);
+      await putDeltas(first, owner, [4, 5]);
+      assert.deepEqual(
+        (await segmentsOf(owner)).map((name) => name.slice(21)),
+        ["0000000001.log", "0000000002.log", "0000000003.log"],
+      );
+      assert.deepEqual(
+        summary(await loadLatest(second, owner, collectingLog())).deltas,
+        deltas(upTo(1, 5)),
+      );
+    } finally {
+      await Promise.all([first.close(), second.close()]);
+    }
+  });
+
+  it("takes the same group base from several stores at once", async () => {
+    const owner = freshOwner("group");
+    const stores = Array.from({ length: 4 }, () => new FsCheckpointStore(root));
+    const data = randomBytes(256 * 1024);
+    try {
+      await Promise.all(stores.map((store) => store.put(ref(owner, 7, "base"), data)));
+      assert.deepEqual(ids(await stores[0]!.list(owner)), ["7base"]);
+      assert.ok(Buffer.from(await stores[1]!.get(ref(owner, 7, "base"))).equals(data));
+      assert.deepEqual(await readdir(stores[0]!.ownerDir(owner)), [`${padded(7)}.base`]);
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
+  it("reads and deletes the one-file deltas of earlier versions", async () => {
+    const owner = freshOwner();
+    await withStore(fsBackend, async (store) => {
+      await store.put(ref(owner, 1, "base"), text("b1"));
+      const dir = (store as FsCheckpointStore).ownerDir(owner);
+      for (const id of [2, 3]) {
+        const entry = ref(owner, id, "delta");
+        await writeFile(join(dir, entryName(entry)), encodeEntry(entry, text(`old d${id}`)));
+      }
+      await store.put(ref(owner, 3, "delta"), text("d3"));
+      assert.deepEqual(summary(await loadLatest(store, owner, collectingLog())).deltas, [
+        "2: old d2",
+        "3: d3",
+      ]);
+      await store.delete([ref(owner, 2, "delta"), ref(owner, 3, "delta")]);
+      assert.deepEqual(await readdir(dir), [`${padded(1)}.base`]);
+    });
+  });
 
   it("rejects a truncated file and recovers from the previous base", async () => {
     const store = new FsCheckpointStore(root);
     const owner = freshOwner();
     await writeChain(store, owner);
     const path = store.entryPath(ref(owner, 5, "base"));
-    await truncate(path, (await readFile(path)).length - 3);
+    await truncateFile(path, (await readFile(path)).length - 3);
     await assert.rejects(store.get(ref(owner, 5, "base")), /truncated payload/);
-    await truncate(path, 10);
+    await truncateFile(path, 10);
     await assert.rejects(store.get(ref(owner, 5, "base")), /truncated header/);
     assert.equal(summary(await loadLatest(store, owner, collectingLog())).base, "3: base 3");
   });
 
-  it("lays entries out one file each, ignores foreign files and removes stale temp files", async () => {
+  it("lays entries out in files and segments, ignores foreign files and removes stale temp files", async () => {
     const store = new FsCheckpointStore(root, { staleTempMs: 60_000 });
     const owner = freshOwner(3);
     await store.put(ref(owner, 42, "base"), text("b"));
+    await putDeltas(store, owner, [43, 44]);
+    await store.close();
     const dir = store.ownerDir(owner);
     assert.equal(dir, join(root, owner.topology, "tally", "3"));
     assert.equal(
       new FsCheckpointStore(root).ownerDir({ ...owner, replica: "group" }),
       join(root, owner.topology, "tally", "group"),
     );
-    const stale = join(dir, ".00000000000000000043.base.tmp-1-crashed");
-    const fresh = join(dir, ".00000000000000000044.base.tmp-2-writing");
+    assert.throws(() => store.entryPath(ref(owner, 43, "delta")), /segments/);
+    const stale = join(dir, ".00000000000000000045.base.tmp-1-crashed");
+    const fresh = join(dir, ".00000000000000000046.base.tmp-2-writing");
     for (const path of [stale, fresh]) writeFileSync(path, "partial");
     const hourAgo = new Date(Date.now() - 3_600_000);
     await utimes(stale, hourAgo, hourAgo);
-    writeFileSync(join(dir, "README"), "not an entry");
-    writeFileSync(join(dir, "42.base"), "not an entry name either");
-    assert.deepEqual(await store.list(owner), [ref(owner, 42, "base")]);
-    assert.deepEqual((await readdir(dir)).sort(), [
-      ".00000000000000000044.base.tmp-2-writing",
-      "00000000000000000042.base",
-      "42.base",
-      "README",
-    ]);
+    const foreign = ["README", "42.base", "43.0000000001.log", `${padded(50)}.1.log`];
+    for (const name of foreign) writeFileSync(join(dir, name), "not an entry");
+    assert.deepEqual(ids(await store.list(owner)), ["42base", "43delta", "44delta"]);
+    assert.deepEqual(
+      (await readdir(dir)).sort(),
+      [
+        ".00000000000000000046.base.tmp-2-writing",
+        `${padded(42)}.base`,
+        `${padded(43)}.0000000001.log`,
+        ...foreign,
+      ].sort(),
+    );
   });
 
   it("rejects an entry file copied under another entry's name", async () => {

@@ -1,5 +1,5 @@
 /**
- * Full crash recovery under LPC on real processes (`tara start --mechanism lpc-cs
+ * Full crash recovery under LPC-CS and LPC-CM on real processes (`tara start --mechanism lpc-*
  * --instance-checkpoints`, 3 containers, f=1): under closed-loop load a request source, a
  * non-leader proposer, the leader, a committer and an executor are SIGKILLed one at a time.
  * The platform restarts each; the committer recovers exactly the accepts it sent (checked
@@ -42,7 +42,7 @@ function tracedAccepts(cluster: TestCluster, until: number): Map<number, { v: nu
   return latest;
 }
 
-for (const mechanism of ["lpc-cs"]) {
+for (const mechanism of ["lpc-cs", "lpc-cm"]) {
   describe(`replicated key-value service, ${mechanism} with instance checkpoints`, () => {
     it("recovers each SIGKILLed replica exactly: no request lost or applied twice", async () => {
       cluster = await TestCluster.start([

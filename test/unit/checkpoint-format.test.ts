@@ -9,6 +9,12 @@ import {
   parseEntryName,
 } from "../../src/platform/checkpoint/store/format.js";
 import {
+  parseSegmentName,
+  scanSegment,
+  segmentName,
+  type ScannedEntry,
+} from "../../src/platform/checkpoint/store/segment.js";
+import {
   CheckpointRejected,
   type CheckpointOwner,
   type EntryRef,
@@ -248,5 +254,132 @@ describe("checkpoint entry format", () => {
       sorted.map((r) => `${r.id}${r.kind}`),
       ["9delta", "10delta", "10base"],
     );
+  });
+});
+
+describe("delta segments", () => {
+  const delta = (id: number, length = 10): Uint8Array =>
+    encodeEntry({ owner, id, kind: "delta" }, Buffer.alloc(length, id));
+  /** Entries back to back, as a store appends them. */
+  function segment(entries: Uint8Array[]): Buffer {
+    return Buffer.concat(entries);
+  }
+  function scan(bytes: Uint8Array, liveFrom = 0, chunkBytes?: number): Promise<ScannedEntry[]> {
+    const source = {
+      size: bytes.length,
+      read: async (position: number, length: number) =>
+        bytes.subarray(position, Math.min(position + length, bytes.length)),
+    };
+    return scanSegment(source, liveFrom, chunkBytes);
+  }
+  const placed = (entries: Uint8Array[], ids: number[]) => {
+    let offset = 0;
+    return entries.map((bytes, i) => {
+      const entry = { id: ids[i]!, offset, length: bytes.length };
+      offset += bytes.length;
+      return entry;
+    });
+  };
+
+  it("names segments by first live id and sequence number, and parses only those names", () => {
+    const name = segmentName(42, 7);
+    assert.equal(name, "00000000000000000042.0000000007.log");
+    assert.deepEqual(parseSegmentName(name), { liveFrom: 42, seq: 7 });
+    for (const foreign of ["42.7.log", "00000000000000000042.base", `${name}.tmp-1`, "x.log"]) {
+      assert.equal(parseSegmentName(foreign), undefined, foreign);
+    }
+    assert.ok(segmentName(9, 2) < segmentName(10, 1), "names sort by first id");
+  });
+
+  it("finds every entry, whatever the read size", async () => {
+    const layouts: { bytes: Buffer; expected: ScannedEntry[] }[] = [];
+    let seed = 0;
+    withSeed("segment layouts", (random, used) => {
+      seed = used;
+      for (let round = 0; round < 20; round++) {
+        const ids: number[] = [];
+        for (let id = int(random, 0, 1000), n = int(random, 1, 30); ids.length < n;) {
+          ids.push(id);
+          id += int(random, 1, 3);
+        }
+        const entries = ids.map((id) => delta(id, int(random, 0, 3000)));
+        layouts.push({ bytes: segment(entries), expected: placed(entries, ids) });
+      }
+    });
+    for (const [round, { bytes, expected }] of layouts.entries()) {
+      for (const chunk of [1, 7, 64, 4096, undefined]) {
+        const found = await scan(bytes, 0, chunk);
+        assert.deepEqual(found, expected, `TEST_SEED=${seed} round ${round} chunk ${chunk}`);
+      }
+    }
+  });
+
+  it("lists a torn tail under its id, cut anywhere", async () => {
+    const entries = [delta(5), delta(6), delta(7, 100)];
+    const bytes = segment(entries);
+    const whole = placed(entries, [5, 6, 7]);
+    const lastAt = whole[2]!.offset;
+    for (let cut = lastAt + 1; cut < bytes.length; cut++) {
+      const found = await scan(bytes.subarray(0, cut));
+      assert.deepEqual(found.slice(0, 2), whole.slice(0, 2), `cut at ${cut}`);
+      assert.equal(found.length, 3);
+      assert.deepEqual(
+        { ...found[2]!, problem: undefined },
+        { id: 7, offset: lastAt, length: cut - lastAt, problem: undefined },
+      );
+      assert.match(found[2]!.problem!, /^torn tail at offset \d+: .*never completed/);
+    }
+    assert.deepEqual(await scan(bytes.subarray(0, lastAt)), whole.slice(0, 2));
+    assert.deepEqual(await scan(bytes.subarray(0, 0), 5), []);
+  });
+
+  it("stops at a corrupt header: what follows cannot be located", async () => {
+    const entries = [delta(1), delta(2), delta(3), delta(4)];
+    const bytes = segment(entries);
+    const whole = placed(entries, [1, 2, 3, 4]);
+    for (const at of [0, 4, 9, 20, 28, headerLength - 1]) {
+      const damaged = Buffer.from(bytes);
+      damaged[whole[2]!.offset + at]! ^= 0x10;
+      const found = await scan(damaged);
+      assert.deepEqual(found.slice(0, 2), whole.slice(0, 2));
+      assert.equal(found.length, 3, `byte ${at}`);
+      assert.equal(found[2]!.id, 3, "the id the damaged entry would have");
+      assert.equal(found[2]!.length, bytes.length - whole[2]!.offset);
+      assert.match(found[2]!.problem!, /^unreadable entry header at offset \d+ \(.+\)/);
+    }
+    // A payload byte does not hide anything: the header still says where the next entry is.
+    const payloadFlip = Buffer.from(bytes);
+    payloadFlip[whole[3]!.offset - 1]! ^= 0x10;
+    assert.deepEqual(await scan(payloadFlip), whole);
+    // Zeros where an entry should be (a file extended before its data reached the disk).
+    const zeros = Buffer.concat([bytes, Buffer.alloc(50)]);
+    assert.match((await scan(zeros)).at(-1)!.problem!, /bad magic/);
+    assert.equal((await scan(zeros)).at(-1)!.id, 5);
+  });
+
+  it("skips the pruned prefix below the first live id", async () => {
+    const entries = [delta(1), delta(2), delta(3), delta(4)];
+    const bytes = segment(entries);
+    const whole = placed(entries, [1, 2, 3, 4]);
+    assert.deepEqual(await scan(bytes, 3), whole.slice(2));
+    assert.deepEqual(await scan(bytes, 9), []);
+    // Damage in the pruned part hides the live entries: listed at the first live id.
+    const damaged = Buffer.from(bytes);
+    damaged[whole[0]!.offset + 9]! ^= 0x01;
+    const found = await scan(damaged, 3);
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.id, 3);
+    assert.match(found[0]!.problem!, /header checksum mismatch/);
+    // A torn entry below the first live id is gone with its prefix (its header says which it is).
+    assert.deepEqual(await scan(bytes.subarray(0, whole[1]!.offset + headerLength + 3), 3), []);
+  });
+
+  it("refuses ids that do not increase", async () => {
+    const entries = [delta(4), delta(5), delta(5), delta(6)];
+    const found = await scan(segment(entries));
+    assert.deepEqual(found.slice(0, 2), placed(entries, [4, 5]).slice(0, 2));
+    assert.equal(found.length, 3);
+    assert.equal(found[2]!.id, 6);
+    assert.match(found[2]!.problem!, /ids must increase/);
   });
 });

@@ -39,3 +39,47 @@ export class ShimChannel implements CheckpointChannel {
     await pruneBefore(this.store, owner, keepFromId);
   }
 }
+
+/**
+ * What the checkpoint core (InstanceLog, group checkpoints) writes through: callbacks instead
+ * of promises, so that a driver without a microtask queue (the simulator's virtual clock) can
+ * run it deterministically. A callback may come later or at once; it comes once.
+ */
+export interface CheckpointSink {
+  /**
+   * Sets a sink apart from a channel: a channel's promise-returning methods would otherwise
+   * type-check as a sink's and never call back.
+   */
+  readonly style: "callbacks";
+  readonly description: string;
+  /** `done()` once the entry is durable, `done(error)` if the store is unreachable. */
+  put(ref: EntryRef, data: Uint8Array, done: (error?: Error) => void): void;
+  /** The latest chain (`loadLatest`'s rules), or the error (`CheckpointChainBroken` included). */
+  loadLatest(owner: CheckpointOwner, done: (result: RecoveredChain | Error) => void): void;
+  /** Deletes the owner's entries below `keepFromId`; failures are only worth a log line. */
+  prune(owner: CheckpointOwner, keepFromId: number, done: (error?: Error) => void): void;
+}
+
+/** The sink over a promise-based channel: what real processes use. */
+export function sinkOf(channel: CheckpointChannel): CheckpointSink {
+  const asError = (error: unknown) => (error instanceof Error ? error : new Error(String(error)));
+  return {
+    style: "callbacks",
+    description: channel.description,
+    put: (ref, data, done) => {
+      channel.put(ref, data).then(
+        () => done(),
+        (error: unknown) => done(asError(error)),
+      );
+    },
+    loadLatest: (owner, done) => {
+      channel.loadLatest(owner).then(done, (error: unknown) => done(asError(error)));
+    },
+    prune: (owner, keepFromId, done) => {
+      channel.prune(owner, keepFromId).then(
+        () => done(),
+        (error: unknown) => done(asError(error)),
+      );
+    },
+  };
+}

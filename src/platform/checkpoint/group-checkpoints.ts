@@ -3,9 +3,11 @@
  * stage's shared owner, keyed by sequence number, and any replica loads the latest. Results
  * reach the stage as checkpoint events. Writes and loads are retried until the store answers:
  * a replica whose store is away stalls in that respect and says so, it never loses a save.
+ * Callbacks and `setTimer` only, no promises: the simulator runs this on its virtual clock.
  */
 import type { CheckpointEvent, GroupCheckpoints } from "../api/stage.js";
-import type { CheckpointChannel } from "./channel.js";
+import type { CheckpointSink } from "./channel.js";
+import { CheckpointChainBroken, type RecoveredChain } from "./store/recovery.js";
 import type { CheckpointOwner } from "./store/store.js";
 
 const RETRY_MIN_MS = 50;
@@ -31,10 +33,12 @@ export class PersistedGroupCheckpoints implements GroupCheckpoints {
   };
   private newestSaved = 0;
   private closed = false;
+  /** Pending retries, cancelled on close. */
+  private readonly timers = new Set<{ cancel(): void }>();
 
   constructor(
     private readonly owner: CheckpointOwner,
-    private readonly channel: CheckpointChannel,
+    private readonly channel: CheckpointSink,
     private readonly options: {
       readonly now: () => number;
       readonly setTimer: (delayMs: number, fire: () => void) => { cancel(): void };
@@ -48,8 +52,8 @@ export class PersistedGroupCheckpoints implements GroupCheckpoints {
 
   save(seq: number, snapshot: Uint8Array): void {
     const started = this.options.now();
-    void this.retry(
-      () => this.channel.put({ owner: this.owner, id: seq, kind: "base" }, snapshot),
+    this.retry(
+      (done) => this.channel.put({ owner: this.owner, id: seq, kind: "base" }, snapshot, done),
       () => {
         const now = this.options.now();
         this.stats.saves++;
@@ -60,7 +64,8 @@ export class PersistedGroupCheckpoints implements GroupCheckpoints {
         const keepFrom = this.newestSaved;
         this.newestSaved = Math.max(this.newestSaved, seq);
         if (keepFrom > 0 && keepFrom < seq) {
-          this.channel.prune(this.owner, keepFrom).catch((error: Error) => {
+          this.channel.prune(this.owner, keepFrom, (error) => {
+            if (!error) return;
             this.options.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
           });
         }
@@ -70,10 +75,27 @@ export class PersistedGroupCheckpoints implements GroupCheckpoints {
   }
 
   loadLatest(): void {
-    void this.retry(
-      () => this.channel.loadLatest(this.owner),
-      (chain) => {
-        if (!chain.base) {
+    let chain: RecoveredChain | undefined;
+    this.retry(
+      (done) =>
+        this.channel.loadLatest(this.owner, (result) => {
+          if (result instanceof CheckpointChainBroken) {
+            // Every stored checkpoint is unreadable (a writer died mid-save): no retry brings
+            // one back, and the stage gets the rest from its peers.
+            this.options.log.warn(
+              { event: "group-checkpoints-unreadable", reason: result.message },
+              "no valid group checkpoint",
+            );
+            chain = { deltas: [] };
+            done();
+          } else if (result instanceof Error) done(result);
+          else {
+            chain = result;
+            done();
+          }
+        }),
+      () => {
+        if (!chain?.base) {
           this.options.deliver({ t: "group-none" });
           return;
         }
@@ -85,30 +107,40 @@ export class PersistedGroupCheckpoints implements GroupCheckpoints {
 
   close(): void {
     this.closed = true;
+    for (const timer of this.timers) timer.cancel();
+    this.timers.clear();
   }
 
-  private async retry<T>(attempt: () => Promise<T>, done: (result: T) => void): Promise<void> {
-    for (let delay = RETRY_MIN_MS; !this.closed; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
-      try {
-        const result = await attempt();
+  /** Runs `attempt` until it succeeds (backing off between tries), then `then`. */
+  private retry(attempt: (done: (error?: Error) => void) => void, then: () => void): void {
+    let delay = RETRY_MIN_MS;
+    const tryOnce = (): void => {
+      if (this.closed) return;
+      attempt((error) => {
         if (this.closed) return;
-        if (this.stats.stalled !== null) {
-          this.options.log.info({ event: "checkpoint-resumed" }, "group checkpoints work again");
-          this.stats.stalled = null;
+        if (!error) {
+          if (this.stats.stalled !== null) {
+            this.options.log.info({ event: "checkpoint-resumed" }, "group checkpoints work again");
+            this.stats.stalled = null;
+          }
+          then();
+          return;
         }
-        done(result);
-        return;
-      } catch (error) {
-        const reason = (error as Error).message;
         if (this.stats.stalled === null) {
           this.options.log.warn(
-            { event: "checkpoint-stalled", reason },
+            { event: "checkpoint-stalled", reason: error.message },
             "group checkpoint failed: retrying",
           );
         }
-        this.stats.stalled = reason;
-        await new Promise<void>((resolve) => this.options.setTimer(delay, resolve));
-      }
-    }
+        this.stats.stalled = error.message;
+        const timer = this.options.setTimer(delay, () => {
+          this.timers.delete(timer);
+          tryOnce();
+        });
+        this.timers.add(timer);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      });
+    };
+    tryOnce();
   }
 }

@@ -11,15 +11,19 @@
  *
  * A failing write (store unreachable) is retried with backoff for as long as it takes: the
  * replica's outputs stay held (it stalls and reports it), nothing is lost.
+ *
+ * Everything here runs from callbacks and `setTimer`, never from promises: the simulator drives
+ * the same code on its virtual clock (real processes pass `sinkOf(channel)`).
  */
-import { pack } from "msgpackr";
-import type { Tuple } from "../api/stage.js";
-import type { CheckpointChannel } from "./channel.js";
+import { pack, unpack } from "msgpackr";
+import type { InstanceState, Tuple } from "../api/stage.js";
+import type { CheckpointSink } from "./channel.js";
+import type { RecoveredChain } from "./store/recovery.js";
 import type { CheckpointOwner } from "./store/store.js";
 
 export interface InstanceLogOptions {
   readonly owner: CheckpointOwner;
-  readonly channel: CheckpointChannel;
+  readonly channel: CheckpointSink;
   /** The replica's exact state now (the stage's `snapshot` hook). */
   readonly snapshot: () => Tuple;
   readonly batchFactor: number;
@@ -69,6 +73,7 @@ export class InstanceLog {
   private pendingSince = 0;
   private writing = false;
   private waitTimer: { cancel(): void } | undefined;
+  private retryTimer: { cancel(): void } | undefined;
   private nextId: number;
   private baseId: number | undefined;
   private deltasSinceBase = 0;
@@ -94,6 +99,7 @@ export class InstanceLog {
   close(): void {
     this.closed = true;
     this.waitTimer?.cancel();
+    this.retryTimer?.cancel();
   }
 
   private maybeWrite(): void {
@@ -111,10 +117,10 @@ export class InstanceLog {
     }
     this.waitTimer?.cancel();
     this.waitTimer = undefined;
-    void this.write();
+    this.write();
   }
 
-  private async write(): Promise<void> {
+  private write(): void {
     this.writing = true;
     const upTo = this.recorded;
     const updates = this.pending;
@@ -125,43 +131,58 @@ export class InstanceLog {
     const data = pack(compact ? this.options.snapshot() : updates);
     const ref = { owner: this.options.owner, id: this.nextId++, kind } as const;
     const started = this.options.now();
-    for (let delay = RETRY_MIN_MS; !this.closed; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
-      try {
-        await this.options.channel.put(ref, data);
-        break;
-      } catch (error) {
-        const reason = (error as Error).message;
+    let delay = RETRY_MIN_MS;
+    const attempt = (): void => {
+      this.retryTimer = undefined;
+      if (this.closed) return;
+      this.options.channel.put(ref, data, (error) => {
+        if (this.closed) return;
+        if (!error) {
+          this.written(ref, data.length, updates.length, upTo, started);
+          return;
+        }
         if (this.stats.stalled === null) {
           this.options.log.warn(
-            { event: "checkpoint-stalled", reason },
+            { event: "checkpoint-stalled", reason: error.message },
             "checkpoint write failed: retrying",
           );
         }
-        this.stats.stalled = reason;
-        await new Promise<void>((resolve) => this.options.setTimer(delay, resolve));
-      }
-    }
-    if (this.closed) return;
+        this.stats.stalled = error.message;
+        this.retryTimer = this.options.setTimer(delay, attempt);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      });
+    };
+    attempt();
+  }
+
+  private written(
+    ref: { id: number; kind: "base" | "delta" },
+    bytes: number,
+    updates: number,
+    upTo: number,
+    started: number,
+  ): void {
     if (this.stats.stalled !== null) {
       this.options.log.info({ event: "checkpoint-resumed" }, "checkpoint writes succeed again");
       this.stats.stalled = null;
     }
     const now = this.options.now();
     this.stats.writes++;
-    this.stats.bytes += data.length;
-    this.stats.updatesWritten += updates.length;
+    this.stats.bytes += bytes;
+    this.stats.updatesWritten += updates;
     this.stats.lastWriteMs = now - started;
-    this.stats.last = { kind, id: ref.id, bytes: data.length, at: now };
+    this.stats.last = { kind: ref.kind, id: ref.id, bytes, at: now };
     this.durable = upTo;
     this.writing = false;
-    if (compact) {
+    if (ref.kind === "base") {
       // Keep one generation back: if the new base is ever unreadable, the previous one plus
       // every delta after it rebuilds the same state.
       const keepFrom = this.baseId;
       this.baseId = ref.id;
       this.deltasSinceBase = 0;
       if (keepFrom !== undefined) {
-        this.options.channel.prune(this.options.owner, keepFrom).catch((error: Error) => {
+        this.options.channel.prune(this.options.owner, keepFrom, (error) => {
+          if (!error) return;
           this.options.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
         });
       }
@@ -171,4 +192,25 @@ export class InstanceLog {
     this.options.onDurable();
     this.maybeWrite();
   }
+}
+
+/**
+ * What a replica restores from its recovered log, and where its InstanceLog carries on: the
+ * next id is above every entry of the chain, the base is kept until the next one is durable.
+ */
+export function recoveredInstance(chain: RecoveredChain): {
+  state: InstanceState;
+  nextId: number;
+  baseId: number | undefined;
+  deltasSinceBase: number;
+} {
+  const updates: Tuple[] = [];
+  for (const delta of chain.deltas) updates.push(...(unpack(delta.data) as Tuple[]));
+  const ids = [chain.base?.id ?? 0, ...chain.deltas.map((delta) => delta.id)];
+  return {
+    state: { snapshot: chain.base ? unpack(chain.base.data) : undefined, updates },
+    nextId: Math.max(...ids) + 1,
+    baseId: chain.base?.id,
+    deltasSinceBase: chain.deltas.length,
+  };
 }

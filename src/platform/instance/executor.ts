@@ -19,7 +19,7 @@ import type {
   Tuple,
   Source,
 } from "../api/stage.js";
-import type { CheckpointChannel } from "../checkpoint/channel.js";
+import { sinkOf, type CheckpointChannel } from "../checkpoint/channel.js";
 import { PersistedGroupCheckpoints } from "../checkpoint/group-checkpoints.js";
 import { InstanceLog } from "../checkpoint/instance-log.js";
 import { CheckpointChainBroken } from "../checkpoint/store/recovery.js";
@@ -139,10 +139,14 @@ export class Executor {
     const c = this.options.checkpointing;
     if (c?.channel && (c.mechanism === "lpc-cm" || c.mechanism === "lpc-cs")) {
       const timers = { now: this.now, setTimer: this.setTimer, log: this.options.log };
-      this.groupCheckpoints = new PersistedGroupCheckpoints(this.owner("group"), c.channel, {
-        ...timers,
-        deliver: (event) => this.checkpointEvent(event),
-      });
+      this.groupCheckpoints = new PersistedGroupCheckpoints(
+        this.owner("group"),
+        sinkOf(c.channel),
+        {
+          ...timers,
+          deliver: (event) => this.checkpointEvent(event),
+        },
+      );
       if (this.hasInstanceCheckpoints) await this.recover(c.channel, c.config);
     }
     const early = this.early ?? [];
@@ -197,7 +201,7 @@ export class Executor {
     this.stage.restore!(state, this.context);
     this.instanceLog = new InstanceLog({
       owner,
-      channel,
+      channel: sinkOf(channel),
       snapshot: () => this.stage.snapshot!(),
       batchFactor: config.batchFactor,
       batchDelayMs: config.batchDelayMs,

@@ -64,18 +64,64 @@ export async function loadLatest(
   owner: CheckpointOwner,
   log: RecoveryLog,
 ): Promise<RecoveredChain> {
-  const refs = await store.list(owner);
+  const steps = chainSteps(owner, await store.list(owner), store.description, log);
+  for (let step = steps.next(); ;) {
+    if (step.done) return step.value;
+    const ref = step.value;
+    step = steps.next(await getOrReject(() => store.get(ref)));
+  }
+}
+
+/** A store read synchronously (the simulator's): the same contract as `CheckpointStore`'s. */
+export interface SyncCheckpointReader {
+  readonly description: string;
+  /** The owner's entries, ascending by id (`compareRefs`). */
+  list(owner: CheckpointOwner): EntryRef[];
+  /** The entry's payload; throws `CheckpointRejected` if it is missing or invalid. */
+  get(ref: EntryRef): Uint8Array;
+}
+
+/** `loadLatest` on a synchronous store: the same rules, the same result and log lines. */
+export function loadLatestSync(
+  store: SyncCheckpointReader,
+  owner: CheckpointOwner,
+  log: RecoveryLog,
+): RecoveredChain {
+  const steps = chainSteps(owner, store.list(owner), store.description, log);
+  for (let step = steps.next(); ;) {
+    if (step.done) return step.value;
+    const ref = step.value;
+    let read: Uint8Array | CheckpointRejected;
+    try {
+      read = store.get(ref);
+    } catch (error) {
+      if (!(error instanceof CheckpointRejected)) throw error;
+      read = error;
+    }
+    step = steps.next(read);
+  }
+}
+
+/**
+ * The rules of `loadLatest`, apart from I/O: yields each entry it needs read, is resumed with
+ * its payload or its rejection, and returns the chain (or throws `CheckpointChainBroken`). Both
+ * the async and the sync reader drive it, so the rules exist once.
+ */
+function* chainSteps(
+  owner: CheckpointOwner,
+  refs: readonly EntryRef[],
+  description: string,
+  log: RecoveryLog,
+): Generator<EntryRef, RecoveredChain, Uint8Array | CheckpointRejected> {
+  const rejected = (ref: EntryRef, error: CheckpointRejected, what: string) =>
+    log.warn({ ref: describeRef(ref), reason: error.reason, store: description }, what);
   const bases = refs.filter((ref) => ref.kind === "base").reverse();
   let base: LoadedEntry | undefined;
   const rejectedBases: string[] = [];
   for (const ref of bases) {
-    const data = await getOrReject(
-      store,
-      ref,
-      log,
-      "checkpoint base rejected; trying the previous one",
-    );
+    const data = yield ref;
     if (data instanceof CheckpointRejected) {
+      rejected(ref, data, "checkpoint base rejected; trying the previous one");
       rejectedBases.push(data.message);
       continue;
     }
@@ -88,13 +134,11 @@ export async function loadLatest(
   const after = base?.id ?? -1;
   for (const ref of refs) {
     if (ref.kind !== "delta" || ref.id <= after) continue;
-    const data = await getOrReject(
-      store,
-      ref,
-      log,
-      "checkpoint delta rejected; recovering up to the one before it",
-    );
-    if (data instanceof CheckpointRejected) break;
+    const data = yield ref;
+    if (data instanceof CheckpointRejected) {
+      rejected(ref, data, "checkpoint delta rejected; recovering up to the one before it");
+      break;
+    }
     deltas.push({ id: ref.id, data });
   }
   return base ? { base, deltas } : { deltas };
@@ -110,22 +154,24 @@ export async function pruneBefore(
   owner: CheckpointOwner,
   keepFromId: number,
 ): Promise<number> {
-  const doomed = (await store.list(owner)).filter((ref) => ref.id < keepFromId);
+  const doomed = prunable(await store.list(owner), keepFromId);
   await store.delete(doomed);
   return doomed.length;
 }
 
+/** The entries `pruneBefore` deletes. */
+export function prunable(refs: readonly EntryRef[], keepFromId: number): EntryRef[] {
+  return refs.filter((ref) => ref.id < keepFromId);
+}
+
+/** A read's payload, or its rejection; any other error (the store is away) propagates. */
 async function getOrReject(
-  store: CheckpointStore,
-  ref: EntryRef,
-  log: RecoveryLog,
-  what: string,
+  read: () => Promise<Uint8Array>,
 ): Promise<Uint8Array | CheckpointRejected> {
   try {
-    return await store.get(ref);
+    return await read();
   } catch (error) {
     if (!(error instanceof CheckpointRejected)) throw error;
-    log.warn({ ref: describeRef(ref), reason: error.reason, store: store.description }, what);
     return error;
   }
 }
