@@ -58,9 +58,10 @@ export class ManagerChannel implements CheckpointChannel {
     ]);
   }
 
-  async loadLatest(owner: CheckpointOwner): Promise<RecoveredChain> {
+  /** `upTo`: only entries up to this id (GPC loads its last global checkpoint). */
+  async loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain> {
     const bytes = await this.request(`load ${describeOwner(owner)}`, (req) => [
-      { t: "ckpt-load", req, owner },
+      upTo === undefined ? { t: "ckpt-load", req, owner } : { t: "ckpt-load", req, owner, upTo },
     ]);
     return decodeChain(bytes);
   }

@@ -106,12 +106,17 @@ export class CheckpointService {
     );
   }
 
-  load(owner: CheckpointOwner, answer: (outcome: Uint8Array | Error) => void): void {
+  load(
+    owner: CheckpointOwner,
+    upTo: number | undefined,
+    answer: (outcome: Uint8Array | Error) => void,
+  ): void {
     this.run(
       owner,
       `load ${describeOwner(owner)}`,
       async () => {
-        const chain = await loadLatest(this.store, owner, this.log);
+        const store = upTo === undefined ? this.store : entriesUpTo(this.store, upTo);
+        const chain = await loadLatest(store, owner, this.log);
         this.stats.loads++;
         return encodeChain(chain);
       },
@@ -172,7 +177,7 @@ export class CheckpointSession {
         return;
       }
       case "ckpt-load":
-        return this.service.load(message.owner, this.answer(message.req));
+        return this.service.load(message.owner, message.upTo, this.answer(message.req));
       case "ckpt-prune":
         return this.service.prune(message.owner, message.keepFromId, this.answer(message.req));
     }
@@ -196,4 +201,16 @@ export class CheckpointSession {
       for (const data of rest) this.reply({ t: "ckpt-part", req, data });
     };
   }
+}
+
+/** The store as it was up to entry `upTo`: later entries are not listed. */
+function entriesUpTo(store: CheckpointStore, upTo: number): CheckpointStore {
+  return {
+    description: store.description,
+    put: (ref, data) => store.put(ref, data),
+    list: async (owner) => (await store.list(owner)).filter((ref) => ref.id <= upTo),
+    get: (ref) => store.get(ref),
+    delete: (refs) => store.delete(refs),
+    close: () => store.close(),
+  };
 }

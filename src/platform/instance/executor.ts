@@ -21,7 +21,10 @@ import type {
 } from "../api/stage.js";
 import { sinkOf, type CheckpointChannel } from "../checkpoint/channel.js";
 import { PersistedGroupCheckpoints } from "../checkpoint/group-checkpoints.js";
+import { GpcReplica } from "../checkpoint/gpc-replica.js";
 import { InstanceLog } from "../checkpoint/instance-log.js";
+import { downstreamTasks, markerStream, upstreamTasks } from "../plan/markers.js";
+import type { GpcCommand, GpcReport } from "../wire/messages.js";
 import { CheckpointChainBroken } from "../checkpoint/store/recovery.js";
 import type { CheckpointConfig } from "../runtime/config.js";
 import {
@@ -49,6 +52,8 @@ export interface ExecutorOptions {
   readonly portEnvironment?: Omit<PortEnvironment, "stage" | "parallelism">;
   /** How this replica is checkpointed; without it, not at all. */
   readonly checkpointing?: ExecutorCheckpointing;
+  /** GPC: reports to the stream manager (saved, restored). */
+  readonly gpcReport?: (report: GpcReport) => void;
 }
 
 export interface ExecutorCheckpointing {
@@ -72,7 +77,9 @@ export class Executor {
   tuplesOut = 0;
   dropped = 0;
   status: Record<string, unknown> = {};
-  private readonly stage: Stage | Source;
+  private stage: Stage | Source;
+  /** GPC at this replica; undefined under the other mechanisms. */
+  private gpc: GpcReplica | undefined;
   private readonly routing: RoutingTable;
   private readonly context: StageContext;
   private readonly timers = new Map<string, { cancel(): void }>();
@@ -149,14 +156,76 @@ export class Executor {
       );
       if (this.hasInstanceCheckpoints) await this.recover(c.channel, c.config);
     }
+    if (c?.channel && c.mechanism === "gpc") this.gpc = this.createGpc(c.channel);
     const early = this.early ?? [];
     this.early = undefined;
-    this.stage.onStart?.(this.context);
+    // Under GPC a restarted replica runs once the rollback its crash causes restores it.
+    if (!this.gpc?.waiting) this.stage.onStart?.(this.context);
     for (const deliver of early) deliver();
     if (this.port) {
       this.updatePortPause();
       this.port.open((input) => this.external(input));
     }
+  }
+
+  private createGpc(channel: CheckpointChannel): GpcReplica {
+    const { plan, self, log } = this.options;
+    const { forward, back } = upstreamTasks(plan, self.stage);
+    const markerIndex = markerStream(this.spec);
+    const downstream = downstreamTasks(plan, self.stage);
+    const task = plan.tasks.find((t) => t.stage === self.stage && t.index === self.index)!.task;
+    return new GpcReplica(
+      {
+        self,
+        owner: this.owner(self.index),
+        channel,
+        forward,
+        back,
+        snapshot: () => this.stage.snapshot?.(),
+        emitMarker: (i) => {
+          if (downstream.length > 0) this.options.send(markerIndex, downstream, pack(i));
+        },
+        deliver: ({ src, stream, tuple }) => {
+          const placement = plan.tasks[src]!;
+          const name = this.outputsOf.get(placement.stage)![stream]!;
+          this.deliverTuple(name, { stage: placement.stage, index: placement.index }, tuple);
+        },
+        restart: (state) => this.restartStage(state),
+        saved: (i) => this.options.gpcReport?.({ t: "gpc-saved", i, tasks: [task] }),
+        restored: (r) => {
+          this.options.gpcReport?.({ t: "gpc-restored", r, tasks: [task] });
+          const held = this.heldExternal;
+          this.heldExternal = [];
+          for (const input of held) this.external(input);
+        },
+        setTimer: (delayMs, fire) => void this.setTimer(delayMs, fire),
+        alignTimeoutMs: Math.max(2000, 20 * this.options.checkpointing!.config.gpcIntervalMs),
+        log,
+      },
+      this.now,
+      this.options.incarnation > 1,
+    );
+  }
+
+  /** GPC commands from the stream manager. */
+  gpcCommand(command: GpcCommand): void {
+    const gpc = this.gpc;
+    if (!gpc) return;
+    if (command.t === "gpc-checkpoint") gpc.startCheckpoint(command.i);
+    else if (command.t === "gpc-global") gpc.onGlobal(command.i);
+    else if (command.t === "gpc-restore") gpc.onRestore(command.r, command.g);
+    else gpc.onResume(command.r);
+  }
+
+  /** GPC rollback: a new stage object in the checkpointed state, started afresh. */
+  private restartStage(state: Tuple | undefined): void {
+    for (const timer of this.timers.values()) timer.cancel();
+    this.timers.clear();
+    this.heldTimers.clear();
+    this.stage = this.spec.create(this.options.self.index);
+    // Restored even without a snapshot: the initial state is the checkpointed one then.
+    this.stage.restore?.({ snapshot: state, updates: [] }, this.context);
+    this.stage.onStart?.(this.context);
   }
 
   private owner(replica: number | "group") {
@@ -228,6 +297,7 @@ export class Executor {
         ? { ...this.instanceLog.stats, recorded: this.instanceLog.recorded, held: this.heldCount }
         : null,
       group: this.groupCheckpoints?.stats ?? null,
+      gpc: this.gpc?.stats ?? null,
       recovery: this.recovery,
     };
   }
@@ -254,6 +324,7 @@ export class Executor {
 
   /** Runs `send` now, or once every update recorded so far is durable. */
   private gate(send: () => void): void {
+    if (this.gpc) return this.gpc.output(send);
     const log = this.instanceLog;
     if (!log || (!log.hasUndurable && this.heldCount === 0)) send();
     else this.held.push({ after: log.recorded, release: send });
@@ -269,7 +340,7 @@ export class Executor {
 
   /** One input from the port: to the stage, or held while a source is throttled. */
   private external(input: Tuple): void {
-    if (this.spec.isSource && this.throttled) {
+    if ((this.spec.isSource && this.throttled) || this.gpc?.waiting) {
       this.heldExternal.push(input);
       return;
     }
@@ -283,6 +354,18 @@ export class Executor {
    */
   deliver(srcTask: number, streamIndex: number, bytes: Buffer, start: number, end: number): void {
     const placement = this.options.plan.tasks[srcTask];
+    const gpc = this.options.checkpointing?.mechanism === "gpc";
+    if (gpc && placement && streamIndex === this.outputsOf.get(placement.stage)?.length) {
+      const i: unknown = unpack(bytes.subarray(start, end));
+      if (!Number.isSafeInteger(i) || (i as number) < 0) {
+        throw new WireError("FRAME_MALFORMED", "a checkpoint marker without a checkpoint id");
+      }
+      const marker = () =>
+        this.gpc!.onDelivery({ src: srcTask, stream: streamIndex, tuple: null }, i as number);
+      if (this.early) this.early.push(marker);
+      else marker();
+      return;
+    }
     const stream = placement && this.outputsOf.get(placement.stage)?.[streamIndex];
     if (!placement || stream === undefined || !this.stage.onTuple) {
       throw new WireError("FRAME_INVALID", `no stream ${streamIndex} of task ${srcTask} here`);
@@ -295,6 +378,13 @@ export class Executor {
       throw new WireError("FRAME_MALFORMED", `undecodable tuple: ${(error as Error).message}`);
     }
     const source = { stage: placement.stage, index: placement.index };
+    if (gpc) {
+      const delivery = () =>
+        this.gpc!.onDelivery({ src: srcTask, stream: streamIndex, tuple }, undefined);
+      if (this.early) this.early.push(delivery);
+      else delivery();
+      return;
+    }
     if (this.early) {
       this.early.push(() => this.deliverTuple(stream, source, tuple));
       return;
@@ -432,7 +522,12 @@ export class Executor {
       log,
       checkpoints: this.createCheckpoints(),
       external: {
-        send: this.port ? (output) => this.gate(() => this.port!.send(output)) : () => undefined,
+        send: this.port
+          ? (output) =>
+              this.gpc
+                ? this.gpc.external(() => this.port!.send(output))
+                : this.gate(() => this.port!.send(output))
+          : () => undefined,
       },
       setStatus: (status) => {
         this.status = status;

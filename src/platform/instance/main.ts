@@ -12,6 +12,7 @@ import { openStore } from "../checkpoint/store/open-store.js";
 import {
   logDirOf,
   mechanismOf,
+  usesCheckpointManager,
   readProcessConfig,
   runDirOf,
   storeUrlOf,
@@ -26,10 +27,15 @@ import {
   ckptErrorSchema,
   ckptOkSchema,
   ckptPartSchema,
+  gpcCheckpointSchema,
+  gpcGlobalSchema,
+  gpcRestoreSchema,
+  gpcResumeSchema,
   messageParser,
   startSchema,
   throttleSchema,
   type CkptReply,
+  type GpcCommand,
   type TupleFrame,
   type Start,
   type Throttle,
@@ -58,7 +64,7 @@ const mechanism = mechanismOf(cluster.checkpoints, placement.stage);
 let managerChannel: ManagerChannel | undefined;
 /** LPC-CS: the shim writes from this process; LPC-CM: through the stream manager. */
 async function checkpointChannel(): Promise<CheckpointChannel | undefined> {
-  if (mechanism === "lpc-cm") {
+  if (usesCheckpointManager(mechanism)) {
     managerChannel = new ManagerChannel((message) => {
       const connection = link.ready;
       connection?.send(message);
@@ -92,6 +98,7 @@ const executor = new Executor({
     channel,
     namespace: `${plan.topology.name}.${cluster.run}`,
   },
+  gpcReport: (report) => link.ready?.send(report),
   send: (streamIndex, dests, payload) => {
     const connection = link.ready;
     if (!connection) return false;
@@ -107,14 +114,24 @@ const executor = new Executor({
   },
 });
 
-const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle | CkptReply>(
+const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle | CkptReply | GpcCommand>(
   { host: cluster.host, port: stmgrPort },
   { role: "instance", id: name },
   {
     secret: Buffer.from(cluster.secret, "hex"),
     parse: messageParser(
       [DELIVER],
-      [startSchema, throttleSchema, ckptOkSchema, ckptPartSchema, ckptErrorSchema],
+      [
+        startSchema,
+        throttleSchema,
+        ckptOkSchema,
+        ckptPartSchema,
+        ckptErrorSchema,
+        gpcCheckpointSchema,
+        gpcGlobalSchema,
+        gpcRestoreSchema,
+        gpcResumeSchema,
+      ],
     ),
     log,
   },
@@ -131,7 +148,8 @@ const link = new ClientLink<TupleFrame<typeof DELIVER> | Start | Throttle | Ckpt
           process.exit(1);
         });
       } else if (message.t === "throttle") executor.setThrottle("stmgr", message.on);
-      else managerChannel?.onReply(message);
+      else if (message.t.startsWith("gpc-")) executor.gpcCommand(message as GpcCommand);
+      else managerChannel?.onReply(message as CkptReply);
     },
     onDown: (reason) => {
       managerChannel?.linkDown(reason);

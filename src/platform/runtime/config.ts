@@ -4,7 +4,7 @@
  * child validates it before doing anything else.
  */
 import { z } from "zod";
-import { mechanisms } from "../api/stage.js";
+import { mechanisms, type Mechanism } from "../api/stage.js";
 
 /**
  * How the deployment checkpoints its stages (docs/CHECKPOINTING.md). One mechanism for every
@@ -29,11 +29,30 @@ export const checkpointConfigSchema = z
   .strict()
   .refine((c) => !(c.instance && c.mechanism === "pdc"), {
     message: "PDC has no instance checkpoints: choose gpc, lpc-cm or lpc-cs",
+  })
+  .refine(
+    (c) =>
+      !Object.values(c.stages).includes("gpc") ||
+      (c.mechanism === "gpc" && Object.values(c.stages).every((m) => m === "gpc")),
+    { message: "GPC checkpoints the whole topology: every stage or none" },
+  )
+  .refine((c) => c.mechanism !== "gpc" || Object.values(c.stages).every((m) => m === "gpc"), {
+    message: "GPC checkpoints the whole topology: every stage or none",
   });
 export type CheckpointConfig = z.infer<typeof checkpointConfigSchema>;
 
+/** GPC checkpoints every stage of the topology together. */
+export function isGlobalCheckpointing(config: CheckpointConfig): boolean {
+  return config.mechanism === "gpc";
+}
+
+/** LPC-CM and GPC write through the container's checkpoint manager. */
+export function usesCheckpointManager(mechanism: Mechanism): boolean {
+  return mechanism === "lpc-cm" || mechanism === "gpc";
+}
+
 /** The mechanism a stage runs with. */
-export function mechanismOf(config: CheckpointConfig, stage: string) {
+export function mechanismOf(config: CheckpointConfig, stage: string): Mechanism {
   return config.stages[stage] ?? config.mechanism;
 }
 

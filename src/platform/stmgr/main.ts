@@ -6,7 +6,13 @@
  */
 import { replicaName, tasksIn } from "../plan/physical-plan.js";
 import { announceReady, exitWithParent, type ParentMessage } from "../runtime/child.js";
-import { logDirOf, mechanismOf, readProcessConfig } from "../runtime/config.js";
+import {
+  logDirOf,
+  mechanismOf,
+  usesCheckpointManager,
+  readProcessConfig,
+  isGlobalCheckpointing,
+} from "../runtime/config.js";
 import { createLogger } from "../runtime/log.js";
 import { processStats } from "../runtime/process-stats.js";
 import { loadPlan } from "../runtime/topology-loader.js";
@@ -23,6 +29,13 @@ import {
   ckptPartSchema,
   ckptPruneSchema,
   ckptPutSchema,
+  gpcCheckpointSchema,
+  gpcFenceSchema,
+  gpcGlobalSchema,
+  gpcRestoredSchema,
+  gpcRestoreSchema,
+  gpcResumeSchema,
+  gpcSavedSchema,
   messageParser,
   planSchema,
   registerSchema,
@@ -30,6 +43,9 @@ import {
   type Backpressure,
   type CkptReply,
   type CkptRequest,
+  type GpcCommand,
+  type GpcFence,
+  type GpcReport,
   type TupleFrame,
   type InstanceReport,
   type PlanUpdate,
@@ -37,6 +53,7 @@ import {
   type Report,
 } from "../wire/messages.js";
 import { CheckpointRelay, type RelayClient } from "./checkpoint-relay.js";
+import { GpcStmgr } from "./gpc.js";
 import { Router } from "./router.js";
 
 /** Above this a link is congested (backpressure on); at half of it, drained. */
@@ -50,7 +67,7 @@ const container = config.container!;
 const plan = await loadPlan(cluster);
 const log = createLogger(`stmgr-${container}`, logDirOf(cluster), { container });
 const secret = Buffer.from(cluster.secret, "hex");
-const router = new Router(plan, container);
+const router = new Router(plan, container, isGlobalCheckpointing(cluster.checkpoints));
 
 interface LocalInstance {
   task: number;
@@ -62,8 +79,8 @@ interface LocalInstance {
   lastHeardMs: number;
   checkpoints: RelayClient;
 }
-type InstanceMessage = Register | Report | TupleFrame<typeof EMIT> | CkptRequest;
-type PeerMessage = TupleFrame<typeof FORWARD> | Backpressure;
+type InstanceMessage = Register | Report | TupleFrame<typeof EMIT> | CkptRequest | GpcReport;
+type PeerMessage = TupleFrame<typeof FORWARD> | Backpressure | GpcFence;
 
 const instances = new Map<number, LocalInstance>();
 /** Local instances registered but not yet told to start. */
@@ -80,8 +97,23 @@ let ckptmgrLink: ClientLink<CkptReply> | undefined;
 const relay = new CheckpointRelay(
   `${plan.topology.name}.${cluster.run}`,
   log,
-  tasksIn(plan, container).some((t) => mechanismOf(cluster.checkpoints, t.stage) === "lpc-cm"),
+  tasksIn(plan, container).some((t) =>
+    usesCheckpointManager(mechanismOf(cluster.checkpoints, t.stage)),
+  ),
 );
+
+/** GPC: commands, reports, the sources' log and the rollback's fences (stmgr/gpc.ts). */
+const gpc = isGlobalCheckpointing(cluster.checkpoints)
+  ? new GpcStmgr(plan, container, {
+      toInstance: (task, command) => instances.get(task)?.connection.send(command),
+      toTmaster: (report) => tmaster.ready?.send(report),
+      fencePeers: (fence) => {
+        for (const link of peerLinks.values()) link.ready?.send(fence);
+      },
+      replay: (task, records) => router.fromInstance(task, records),
+      log,
+    })
+  : undefined;
 
 const { port } = await listen<InstanceMessage | PeerMessage>(
   { host: cluster.host, port: 0 },
@@ -99,6 +131,9 @@ const { port } = await listen<InstanceMessage | PeerMessage>(
         ckptPartSchema,
         ckptLoadSchema,
         ckptPruneSchema,
+        gpcSavedSchema,
+        gpcRestoredSchema,
+        gpcFenceSchema,
       ],
     ),
   },
@@ -122,6 +157,7 @@ function acceptInstance(connection: Connection<InstanceMessage>, name: string): 
     onMessage: (message) => {
       if (Array.isArray(message)) {
         if (message[0] !== EMIT || !self) return connection.close("emit before register");
+        if (gpc && !gpc.acceptEmit(self.task, message[1])) return;
         try {
           router.fromInstance(self.task, message[1]);
         } catch (error) {
@@ -187,6 +223,10 @@ function acceptInstance(connection: Connection<InstanceMessage>, name: string): 
             self.lastHeardMs = Date.now();
           }
           return;
+        case "gpc-saved":
+        case "gpc-restored":
+          if (self) gpc?.fromInstance(self.task, message);
+          return;
         case "ckpt-put":
         case "ckpt-part":
         case "ckpt-load":
@@ -236,6 +276,7 @@ function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
     onMessage: (message) => {
       if (Array.isArray(message)) {
         if (message[0] !== FORWARD) return connection.close("peers only forward tuples");
+        if (gpc && !gpc.acceptForward(from)) return; // the old run's, before a rollback
         try {
           router.fromPeer(message[1]);
         } catch (error) {
@@ -250,8 +291,9 @@ function acceptPeer(connection: Connection<PeerMessage>, id: string): void {
         checkCongestion();
         return;
       }
+      if (message.t === "gpc-fence") return gpc?.fence(from, message);
       if (message.t !== "backpressure")
-        return connection.close(`unexpected ${message.t} from a peer`);
+        return connection.close(`unexpected ${(message as { t: string }).t} from a peer`);
       if (message.on) remoteBackpressure.add(message.container);
       else remoteBackpressure.delete(message.container);
       updateSourceThrottle();
@@ -324,7 +366,10 @@ function startInstances(): void {
     (s) => s.container === container || router.peers.has(s.container),
   );
   if (!peersUp) return;
-  for (const instance of awaitingStart) instance.connection.send({ t: "start" });
+  for (const instance of awaitingStart) {
+    instance.connection.send({ t: "start" });
+    gpc?.instanceStarted(instance.task);
+  }
   awaitingStart.clear();
 }
 
@@ -404,10 +449,17 @@ process.on("message", (message: ParentMessage) => {
   if (message.t === "ckptmgr-port") connectCkptmgr(message.port);
 });
 
-const tmaster = new ClientLink<PlanUpdate>(
+const tmaster = new ClientLink<PlanUpdate | GpcCommand>(
   { host: cluster.host, port: cluster.tmasterPort },
   { role: "stmgr", id: String(container) },
-  { secret, log, parse: messageParser([], [planSchema]) },
+  {
+    secret,
+    log,
+    parse: messageParser(
+      [],
+      [planSchema, gpcCheckpointSchema, gpcGlobalSchema, gpcRestoreSchema, gpcResumeSchema],
+    ),
+  },
   {
     onReady: (connection) => {
       connection.send({
@@ -421,7 +473,10 @@ const tmaster = new ClientLink<PlanUpdate>(
       sendHeartbeat();
       log.info({ event: "tmaster-connected" }, "registered with the topology manager");
     },
-    onMessage: applyPlan,
+    onMessage: (message) => {
+      if (message.t === "plan") applyPlan(message);
+      else gpc?.command(message);
+    },
     onDown: (reason) =>
       log.info({ event: "tmaster-disconnected", reason }, "lost the topology manager"),
   },

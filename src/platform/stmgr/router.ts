@@ -6,6 +6,7 @@
  * are dropped and counted: the protocols above never rely on delivery across a crash.
  * Payloads are copied, never decoded.
  */
+import { downstreamTasks } from "../plan/markers.js";
 import type { PhysicalPlan } from "../plan/physical-plan.js";
 import { WireError } from "../wire/errors.js";
 import {
@@ -42,16 +43,18 @@ export class Router {
   private runEnd = 0;
   private runRecords = 0;
 
+  /** @param markers GPC: every task may also send on its marker stream (plan/markers.ts) */
   constructor(
     plan: PhysicalPlan,
     private readonly container: number,
+    markers = false,
   ) {
     this.containerOf = plan.tasks.map((t) => t.container);
     const tasksOf = (stage: string) =>
       plan.tasks.filter((t) => t.stage === stage).map((t) => t.task);
     this.allowed = plan.tasks.map((t) => {
       const spec = plan.topology.stages.find((s) => s.name === t.stage)!;
-      return spec.outputs.map((stream) => {
+      const declared = spec.outputs.map((stream) => {
         const consumers = new Set<number>();
         for (const consumer of plan.topology.stages) {
           if (consumer.inputs.some((i) => i.stage === t.stage && i.stream === stream)) {
@@ -60,6 +63,8 @@ export class Router {
         }
         return consumers;
       });
+      // The marker stream (GPC) reaches every downstream task.
+      return markers ? [...declared, new Set(downstreamTasks(plan, t.stage))] : declared;
     });
   }
 

@@ -22,6 +22,7 @@ import {
 import {
   logDirOf,
   mechanismOf,
+  usesCheckpointManager,
   readProcessConfig,
   runDirOf,
   type ProcessConfig,
@@ -144,8 +145,8 @@ if (plan.topology.gateway !== undefined) {
 }
 // Before the stream manager, so that it usually finds the checkpoint manager already up when
 // its instances recover; if not (or after a restart of either), it connects once told the port.
-const needsCkptmgr = tasksIn(plan, container).some(
-  (placement) => mechanismOf(cluster.checkpoints, placement.stage) === "lpc-cm",
+const needsCkptmgr = tasksIn(plan, container).some((placement) =>
+  usesCheckpointManager(mechanismOf(cluster.checkpoints, placement.stage)),
 );
 if (needsCkptmgr) {
   supervise("ckptmgr", startCkptmgr, {

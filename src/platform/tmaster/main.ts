@@ -6,21 +6,25 @@
  */
 import { once } from "node:events";
 import { announceReady, exitWithParent } from "../runtime/child.js";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { logDirOf, readProcessConfig, runDirOf } from "../runtime/config.js";
+import { isGlobalCheckpointing, logDirOf, readProcessConfig, runDirOf } from "../runtime/config.js";
 import { writeFileDurable } from "../runtime/durable-file.js";
 import { createLogger } from "../runtime/log.js";
 import { loadPlan } from "../runtime/topology-loader.js";
 import { listen } from "../transport/tcp.js";
 import type { Connection } from "../wire/connection.js";
 import {
+  gpcRestoredSchema,
+  gpcSavedSchema,
   heartbeatSchema,
   messageParser,
   stmgrSchema,
+  type GpcReport,
   type Heartbeat,
   type StmgrRegistration,
 } from "../wire/messages.js";
+import { GpcCoordinator, type GpcPersisted } from "./gpc-coordinator.js";
 import { createAdminServer } from "./admin.js";
 import { PlanTracker } from "./plan-tracker.js";
 
@@ -30,10 +34,26 @@ const plan = await loadPlan(cluster);
 const startedFile = join(runDirOf(cluster), "topology-started");
 const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs, existsSync(startedFile));
 const startedAtMs = Date.now();
-const stmgrs = new Map<number, Connection<StmgrRegistration | Heartbeat>>();
+const stmgrs = new Map<number, Connection<StmgrRegistration | Heartbeat | GpcReport>>();
+const gpcFile = join(runDirOf(cluster), "gpc.json");
+const gpc = isGlobalCheckpointing(cluster.checkpoints)
+  ? new GpcCoordinator(
+      plan.tasks.length,
+      existsSync(gpcFile) ? (JSON.parse(readFileSync(gpcFile, "utf8")) as GpcPersisted) : undefined,
+      (state) => writeFileDurable(gpcFile, JSON.stringify(state)),
+      (command) => {
+        for (const connection of stmgrs.values()) connection.send(command);
+      },
+      log,
+      () => Date.now(),
+      2 * Math.max(2000, 20 * cluster.checkpoints.gpcIntervalMs),
+    )
+  : undefined;
+const gpcTimer = gpc && setInterval(() => gpc.tick(), cluster.checkpoints.gpcIntervalMs);
 
 function broadcastPlan(): boolean {
   const update = tracker.planUpdate();
+  gpc?.observe(update ?? tracker.currentPlan());
   if (!update) return false;
   if (update.started && !existsSync(startedFile)) {
     writeFileDurable(startedFile, "");
@@ -43,12 +63,12 @@ function broadcastPlan(): boolean {
   return true;
 }
 
-const { port } = await listen<StmgrRegistration | Heartbeat>(
+const { port } = await listen<StmgrRegistration | Heartbeat | GpcReport>(
   { host: cluster.host, port: cluster.tmasterPort },
   {
     secret: Buffer.from(cluster.secret, "hex"),
     log,
-    parse: messageParser([], [stmgrSchema, heartbeatSchema]),
+    parse: messageParser([], [stmgrSchema, heartbeatSchema, gpcSavedSchema, gpcRestoredSchema]),
   },
   (connection) => {
     let container: number | undefined;
@@ -73,6 +93,8 @@ const { port } = await listen<StmgrRegistration | Heartbeat>(
           return;
         }
         if (container === undefined) return connection.close("heartbeat before registration");
+        if (message.t === "gpc-saved") return gpc?.onSaved(message.i, message.tasks);
+        if (message.t === "gpc-restored") return gpc?.onRestored(message.r, message.tasks);
         tracker.heartbeat(container, message, Date.now());
         for (const instance of message.instances) {
           if (instance.state === "silent" && instance.pid > 0)
@@ -137,6 +159,7 @@ log.info({ event: "started", port, adminPort }, "topology manager started");
 announceReady({ port, adminPort });
 exitWithParent(() => {
   clearInterval(expiryTimer);
+  if (gpcTimer) clearInterval(gpcTimer);
   admin.close();
   log.info({ event: "stopped" }, "topology manager stopped");
 });

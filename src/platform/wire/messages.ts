@@ -163,6 +163,8 @@ export const ckptLoadSchema = z.object({
   t: z.literal("ckpt-load"),
   req: requestId,
   owner: checkpointOwnerSchema,
+  /** Only entries up to this id (GPC: the last global checkpoint, not a later partial one). */
+  upTo: entryId.optional(),
 });
 export const ckptPruneSchema = z.object({
   t: z.literal("ckpt-prune"),
@@ -195,6 +197,45 @@ export type CkptError = z.infer<typeof ckptErrorSchema>;
 export type CkptRequest = CkptPut | CkptLoad | CkptPrune | CkptPart;
 /** What comes back from it. */
 export type CkptReply = CkptOk | CkptPart | CkptError;
+
+/**
+ * GPC (global platform-based checkpoints), docs/CHECKPOINTING.md. Checkpoint ids and restore
+ * attempts increase; a message of an older attempt is stale and ignored.
+ * - `gpc-checkpoint` (tmaster → stmgr → source instances): start checkpoint `i`.
+ * - `gpc-saved` (instance → stmgr → tmaster): these tasks saved checkpoint `i`.
+ * - `gpc-global` (tmaster → stmgr → instances): every replica saved `i`: release what it covers.
+ * - `gpc-restore` (tmaster → stmgr → instances): roll back to global checkpoint `g`, attempt `r`.
+ * - `gpc-restored` (instance → stmgr → tmaster): restored for attempt `r`.
+ * - `gpc-resume` (tmaster → stmgr → instances): every replica restored `r`: go on.
+ * - `gpc-fence` (stmgr → peer stmgrs): nothing after this on the link predates attempt `r`.
+ */
+const attempt = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+export const gpcCheckpointSchema = z.object({ t: z.literal("gpc-checkpoint"), i: entryId });
+export const gpcSavedSchema = z.object({
+  t: z.literal("gpc-saved"),
+  i: entryId,
+  tasks: z.array(task).max(100_000),
+});
+export const gpcGlobalSchema = z.object({ t: z.literal("gpc-global"), i: entryId });
+export const gpcRestoreSchema = z.object({ t: z.literal("gpc-restore"), r: attempt, g: entryId });
+export const gpcRestoredSchema = z.object({
+  t: z.literal("gpc-restored"),
+  r: attempt,
+  tasks: z.array(task).max(100_000),
+});
+export const gpcResumeSchema = z.object({ t: z.literal("gpc-resume"), r: attempt });
+export const gpcFenceSchema = z.object({ t: z.literal("gpc-fence"), r: attempt });
+export type GpcCheckpoint = z.infer<typeof gpcCheckpointSchema>;
+export type GpcSaved = z.infer<typeof gpcSavedSchema>;
+export type GpcGlobal = z.infer<typeof gpcGlobalSchema>;
+export type GpcRestore = z.infer<typeof gpcRestoreSchema>;
+export type GpcRestored = z.infer<typeof gpcRestoredSchema>;
+export type GpcResume = z.infer<typeof gpcResumeSchema>;
+export type GpcFence = z.infer<typeof gpcFenceSchema>;
+/** What the topology manager tells stream managers, and they their instances. */
+export type GpcCommand = GpcCheckpoint | GpcGlobal | GpcRestore | GpcResume;
+/** What instances tell stream managers, and they the topology manager. */
+export type GpcReport = GpcSaved | GpcRestored;
 
 export type Challenge = z.infer<typeof challengeSchema>;
 export type Hello = z.infer<typeof helloSchema>;

@@ -12,7 +12,13 @@
  * what it still misses: the peer's latest checkpoint if it is newer, then the peer's log.
  */
 import { pack, unpack } from "msgpackr";
-import type { CheckpointEvent, Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import type {
+  CheckpointEvent,
+  Incoming,
+  InstanceState,
+  Stage,
+  StageContext,
+} from "../../platform/api/stage.js";
 import { decodeBatch, digestOf, encodeReplies } from "../batch.js";
 import type { TaraConfig } from "../config.js";
 import {
@@ -40,14 +46,34 @@ export interface GroupCheckpoint {
 export type ExecutionObserver = (executor: number, s: number, d: string) => void;
 
 type ClientEntry = { r: number; res: Uint8Array };
-type SnapshotBody = { s: number; state: Uint8Array; clients: [number, number, Uint8Array][] };
+
+/** An executor's whole state in a GPC snapshot (the group checkpoint is only part of it). */
+interface ExecutorSnapshot {
+  body: Uint8Array;
+  checkpoint: GroupCheckpoint | null;
+  reported: { s: number; d: string };
+  log: LogEntry[];
+  lw: number;
+  committed: [number, Value][];
+  votes: [number, [string, number[], Value][]][];
+}
+/** A group checkpoint: the service, the client table and how many requests were applied. */
+type SnapshotBody = {
+  s: number;
+  state: Uint8Array;
+  clients: [number, number, Uint8Array][];
+  applied: number;
+};
 
 export class Executor implements Stage {
   lastExecuted = 0;
   checkpoint: GroupCheckpoint | null = null;
   /** The checkpoint this executor reports: the latest one, once durable if persisted. */
   private reported = { s: 0, d: "" };
-  /** Requests applied to the state machine (not counting cached replies). */
+  /**
+   * Requests applied to the state machine up to `lastExecuted` (not counting cached replies):
+   * part of the replicated state, so it is the same at every executor, whatever its history.
+   */
   applied = 0;
   private readonly clients = new Map<number, ClientEntry>();
   /** Votes per sequence number: by "view:digest", the committers and the value. */
@@ -68,6 +94,7 @@ export class Executor implements Stage {
   private peerExecuted = { e: -1, x: 0 };
   private self = 0;
   private executors = 1;
+  private restored = false;
 
   constructor(
     private readonly config: TaraConfig,
@@ -81,12 +108,49 @@ export class Executor implements Stage {
     return this.stable.stable;
   }
 
+  snapshot(): ExecutorSnapshot {
+    return {
+      body: this.snapshotBytes(),
+      checkpoint: this.checkpoint,
+      reported: this.reported,
+      log: this.log,
+      lw: this.lw,
+      committed: [...this.committed],
+      votes: [...this.votes].map(([s, bySlot]) => [
+        s,
+        [...bySlot].map(([key, vote]): [string, number[], Value] => [
+          key,
+          [...vote.from],
+          vote.value,
+        ]),
+      ]),
+    };
+  }
+
+  /** GPC rollback (the LPC restart of an executor brings no instance state: it catches up). */
+  restore({ snapshot }: InstanceState): void {
+    const state = snapshot as ExecutorSnapshot | undefined;
+    if (!state) return;
+    this.restored = true;
+    this.installBody(state.body);
+    this.checkpoint = state.checkpoint;
+    this.reported = state.reported;
+    this.log = state.log;
+    this.lw = state.lw;
+    for (const [s, value] of state.committed) this.committed.set(s, value);
+    for (const [s, bySlot] of state.votes) {
+      const map = new Map<string, { from: Set<number>; value: Value }>();
+      for (const [key, from, value] of bySlot) map.set(key, { from: new Set(from), value });
+      this.votes.set(s, map);
+    }
+  }
+
   onStart(ctx: StageContext): void {
     this.self = ctx.self.index;
     this.executors = ctx.parallelism(ctx.self.stage);
     this.nonce = ctx.incarnation * 1_000_000;
     ctx.timers.set("tick", this.config.stateTimeoutMs);
-    if (ctx.incarnation > 1) {
+    if (ctx.incarnation > 1 && !this.restored) {
       if (ctx.checkpoints.group) ctx.checkpoints.group.loadLatest();
       else this.startCatchUp(ctx);
     }
@@ -228,7 +292,12 @@ export class Executor implements Stage {
     const clients = [...this.clients]
       .sort(([a], [b]) => a - b)
       .map(([c, { r, res }]): [number, number, Uint8Array] => [c, r, res]);
-    const body: SnapshotBody = { s: this.lastExecuted, state: this.machine.snapshot(), clients };
+    const body: SnapshotBody = {
+      s: this.lastExecuted,
+      state: this.machine.snapshot(),
+      clients,
+      applied: this.applied,
+    };
     return pack(body);
   }
 
@@ -328,13 +397,18 @@ export class Executor implements Stage {
   }
 
   private install(checkpoint: GroupCheckpoint): void {
-    const body = unpack(checkpoint.bytes) as SnapshotBody;
+    this.installBody(checkpoint.bytes);
+    this.checkpoint = checkpoint;
+    this.log = [];
+  }
+
+  private installBody(bytes: Uint8Array): void {
+    const body = unpack(bytes) as SnapshotBody;
+    this.applied = body.applied;
     this.machine.restore(body.state);
     this.clients.clear();
     for (const [c, r, res] of body.clients) this.clients.set(c, { r, res });
     this.lastExecuted = body.s;
-    this.checkpoint = checkpoint;
-    this.log = [];
   }
 
   private report(ctx: StageContext): void {

@@ -11,7 +11,7 @@
  * A restarted proposer starts as a follower: it forgot which views it led, and committers
  * promise a view only once, so it can only ever lead a view it prepares anew.
  */
-import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
+import type { Incoming, InstanceState, Stage, StageContext } from "../../platform/api/stage.js";
 import { NOOP, encodeBatch } from "../batch.js";
 import { leaderOf, type TaraConfig } from "../config.js";
 import {
@@ -31,6 +31,18 @@ import {
 import { StableCheckpoints } from "./quorum.js";
 
 type Role = "follower" | "candidate" | "leader";
+
+/** A proposer's state in a GPC snapshot. */
+interface ProposerSnapshot {
+  role: Role;
+  view: number;
+  ownView: number;
+  nextSeq: number;
+  lw: number;
+  proposed: number;
+  proposals: [number, Value][];
+  waiting: [string, { req: ClientRequest; at: number }][];
+}
 
 export class Proposer implements Stage {
   role: Role = "follower";
@@ -53,6 +65,8 @@ export class Proposer implements Stage {
   private readonly proposals = new Map<number, Value>();
   private self = 0;
   private proposers = 1;
+  /** Restored from a snapshot (GPC): its role and view are the snapshot's, not a fresh start's. */
+  private restored = false;
 
   constructor(private readonly config: TaraConfig) {
     this.stable = new StableCheckpoints(config.f + 1);
@@ -63,12 +77,42 @@ export class Proposer implements Stage {
     return this.lw;
   }
 
+  /** GPC: the whole topology is rolled back together, so the snapshot's role is still valid. */
+  snapshot(): ProposerSnapshot {
+    return {
+      role: this.role,
+      view: this.view,
+      ownView: this.ownView,
+      nextSeq: this.nextSeq,
+      lw: this.lw,
+      proposed: this.proposed,
+      proposals: [...this.proposals],
+      waiting: [...this.waiting],
+    };
+  }
+
+  restore({ snapshot }: InstanceState): void {
+    const state = snapshot as ProposerSnapshot | undefined;
+    if (!state) return; // the initial state: a fresh start
+    this.restored = true;
+    this.role = state.role === "candidate" ? "follower" : state.role;
+    this.view = state.view;
+    this.ownView = state.ownView;
+    this.nextSeq = state.nextSeq;
+    this.lw = state.lw;
+    this.proposed = state.proposed;
+    for (const [s, value] of state.proposals) this.proposals.set(s, value);
+    for (const [key, entry] of state.waiting) this.waiting.set(key, entry);
+  }
+
   onStart(ctx: StageContext): void {
     this.self = ctx.self.index;
     this.proposers = ctx.parallelism(ctx.self.stage);
     // View 0 needs no phase 1: nothing can have been accepted before it. Only the first
-    // incarnation of its leader may lead it.
-    if (ctx.incarnation === 1 && leaderOf(0, this.proposers) === this.self) {
+    // incarnation of its leader may lead it (or a rollback to a state in which it did).
+    if (this.restored) {
+      if (this.role === "leader") ctx.timers.set("batch", 0);
+    } else if (ctx.incarnation === 1 && leaderOf(0, this.proposers) === this.self) {
       this.role = "leader";
       this.ownView = 0;
     }

@@ -1,0 +1,324 @@
+/**
+ * GPC at one replica (docs/CHECKPOINTING.md): markers, alignment, snapshots, output commit and
+ * rollback. Markers for checkpoint i come on every input; the replica blocks an input whose
+ * marker came until its snapshot is taken, and snapshots once every forward input delivered
+ * the marker (a source: when its stream manager says so). It then sends the marker downstream
+ * and, on each back edge whose marker has not come yet, records what arrives until it does
+ * (the channel's state, replayed after a rollback). The snapshot and that record are saved
+ * through the checkpoint manager; "saved" goes to the topology manager, which declares
+ * checkpoint i global once every replica saved it.
+ *
+ * Output commit: what the replica sends outside the topology is held until a global
+ * checkpoint covers it. Tuples inside the topology need no holding: a failure anywhere rolls
+ * every replica back to the last global checkpoint, and the sources' tuples since then are
+ * replayed by their stream managers.
+ */
+import { pack, unpack } from "msgpackr";
+import type { ReplicaId, Tuple } from "../api/stage.js";
+import type { CheckpointOwner } from "./store/store.js";
+import type { RecoveredChain } from "./store/recovery.js";
+
+/** A tuple as delivered to the stage: its source task, stream index and value. */
+export interface Delivery {
+  readonly src: number;
+  readonly stream: number;
+  readonly tuple: Tuple;
+}
+
+export interface GpcChannel {
+  put(ref: { owner: CheckpointOwner; id: number; kind: "base" }, data: Uint8Array): Promise<void>;
+  loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain>;
+  prune(owner: CheckpointOwner, keepFromId: number): Promise<void>;
+}
+
+export interface GpcHost {
+  readonly self: ReplicaId;
+  readonly owner: CheckpointOwner;
+  readonly channel: GpcChannel;
+  /** Tasks sending to this replica on forward and on back edges. */
+  readonly forward: readonly number[];
+  readonly back: readonly number[];
+  /** The stage's state now (undefined: a stage without state). */
+  snapshot(): Tuple | undefined;
+  /** Sends marker i to every task downstream. */
+  emitMarker(i: number): void;
+  /** Hands a tuple to the stage. */
+  deliver(delivery: Delivery): void;
+  /** Replaces the stage by a new one in the given state and starts it. */
+  restart(state: Tuple | undefined): void;
+  saved(i: number): void;
+  restored(r: number): void;
+  setTimer(delayMs: number, fire: () => void): void;
+  /** An alignment (or back-edge recording) not done in this long is abandoned. */
+  readonly alignTimeoutMs: number;
+  readonly log: {
+    info(obj: object, msg?: string): void;
+    warn(obj: object, msg?: string): void;
+    error(obj: object, msg?: string): void;
+  };
+}
+
+interface Alignment {
+  readonly i: number;
+  /** Inputs whose marker came: blocked until the snapshot. */
+  readonly marked: Set<number>;
+  /** Taken once every forward input is marked. */
+  snapshot: { state: Tuple | undefined } | undefined;
+  /** Back inputs whose marker has not come since the snapshot: what they send is recorded. */
+  readonly recording: Set<number>;
+  readonly channelLog: Delivery[];
+}
+
+interface Saved {
+  state: Tuple | undefined;
+  channel: [number, number, Tuple][];
+}
+
+export interface GpcStats {
+  saved: number | null;
+  global: number;
+  alignments: number;
+  lastAlignmentMs: number;
+  held: number;
+  abandoned: number;
+  restores: number;
+  lastRestore: { attempt: number; checkpoint: number; ms: number } | null;
+}
+
+export class GpcReplica {
+  readonly stats: GpcStats = {
+    saved: null,
+    global: 0,
+    alignments: 0,
+    lastAlignmentMs: 0,
+    held: 0,
+    abandoned: 0,
+    restores: 0,
+    lastRestore: null,
+  };
+  /** The checkpoint being aligned (before its snapshot). */
+  private alignment: Alignment | undefined;
+  /** Snapshotted checkpoints still recording back edges, oldest first. */
+  private recording: Alignment[] = [];
+  private alignmentStart = 0;
+  /** Deliveries (and markers) from blocked inputs, in arrival order. */
+  private blocked: { delivery: Delivery; marker: number | undefined }[] = [];
+  /** The last checkpoint this replica snapshotted: outputs since are covered by a later one. */
+  private epoch = 0;
+  private externalHeld: { epoch: number; send: () => void }[] = [];
+  /** A rollback in progress (attempt), and what arrives meanwhile. */
+  private restoring: number | undefined;
+  private early: Delivery[] = [];
+  /** After a restore, until resume: outputs held (other replicas may not be restored yet). */
+  private paused: (() => void)[] | undefined;
+  private attempt = -1;
+  /** The highest checkpoint snapshotted or abandoned here: older markers are late. */
+  private finished = 0;
+
+  constructor(
+    private readonly host: GpcHost,
+    private readonly now: () => number,
+    /** A restarted replica waits for the rollback its crash causes before it runs. */
+    awaitRestore: boolean,
+  ) {
+    if (awaitRestore) this.restoring = Infinity;
+  }
+
+  /** Whether the stage must not run yet (a restarted replica before its restore). */
+  get waiting(): boolean {
+    return this.restoring !== undefined;
+  }
+
+  /** A source's stream manager starts checkpoint i. */
+  startCheckpoint(i: number): void {
+    if (this.restoring !== undefined || this.host.forward.length > 0) return;
+    this.marker(i, -1);
+  }
+
+  /** A delivered tuple (or marker, `marker` set). */
+  onDelivery(delivery: Delivery, marker: number | undefined): void {
+    if (this.restoring !== undefined) {
+      if (marker === undefined) this.early.push(delivery);
+      return;
+    }
+    if (this.alignment?.marked.has(delivery.src)) {
+      this.blocked.push({ delivery, marker });
+      return;
+    }
+    if (marker !== undefined) return this.marker(marker, delivery.src);
+    for (const a of this.recording) if (a.recording.has(delivery.src)) a.channelLog.push(delivery);
+    this.host.deliver(delivery);
+  }
+
+  /** An output leaving the topology: held until a global checkpoint covers it. */
+  external(send: () => void): void {
+    this.externalHeld.push({ epoch: this.epoch, send });
+    this.stats.held = this.externalHeld.length;
+  }
+
+  /** Any output: held between a restore and the resume. */
+  output(send: () => void): void {
+    if (this.paused) this.paused.push(send);
+    else send();
+  }
+
+  onGlobal(i: number): void {
+    if (i <= this.stats.global) return;
+    this.stats.global = i;
+    let released = 0;
+    while (released < this.externalHeld.length && this.externalHeld[released]!.epoch < i) {
+      this.externalHeld[released++]!.send();
+    }
+    this.externalHeld.splice(0, released);
+    this.stats.held = this.externalHeld.length;
+    this.host.channel.prune(this.host.owner, i).catch((error: Error) => {
+      this.host.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
+    });
+  }
+
+  /** Rolls the replica back to global checkpoint g for attempt r. */
+  onRestore(r: number, g: number): void {
+    if (r <= this.attempt) return;
+    this.attempt = r;
+    this.restoring = r;
+    this.alignment = undefined;
+    this.recording = [];
+    this.finished = 0;
+    // Everything in flight belongs to the abandoned run: dropped.
+    this.blocked = [];
+    this.early = [];
+    this.externalHeld = [];
+    this.paused = [];
+    this.stats.held = 0;
+    const started = this.now();
+    void this.load(r, g, started);
+  }
+
+  onResume(r: number): void {
+    if (r !== this.attempt || this.restoring !== undefined || !this.paused) return;
+    const paused = this.paused;
+    this.paused = undefined;
+    for (const send of paused) send();
+  }
+
+  private async load(r: number, g: number, started: number): Promise<void> {
+    let saved: Saved | undefined;
+    for (let delay = 50; g > 0; delay = Math.min(delay * 2, 2000)) {
+      try {
+        const chain = await this.host.channel.loadLatest(this.host.owner, g);
+        if (chain.base?.id === g) {
+          saved = unpack(chain.base.data) as Saved;
+          break;
+        }
+        this.host.log.error({ event: "restore-missing", g }, "global checkpoint not found");
+      } catch (error) {
+        this.host.log.warn({ event: "restore-stalled", reason: (error as Error).message });
+      }
+      if (this.attempt !== r) return;
+      await new Promise<void>((resolve) => this.host.setTimer(delay, resolve));
+    }
+    if (this.attempt !== r) return; // a newer attempt took over
+    this.epoch = g;
+    this.host.restart(saved?.state);
+    // What was in flight on back edges at the cut reaches the restored stage first.
+    for (const [src, stream, tuple] of saved?.channel ?? [])
+      this.host.deliver({ src, stream, tuple });
+    this.restoring = undefined;
+    const early = this.early;
+    this.early = [];
+    for (const delivery of early) this.onDelivery(delivery, undefined);
+    const ms = this.now() - started;
+    this.stats.restores++;
+    this.stats.lastRestore = { attempt: r, checkpoint: g, ms };
+    this.host.log.info({ event: "gpc-restored", attempt: r, checkpoint: g, ms }, "rolled back");
+    this.host.restored(r);
+  }
+
+  private marker(i: number, src: number): void {
+    const recording = this.recording.find((a) => a.i === i);
+    if (recording) {
+      recording.recording.delete(src);
+      if (recording.recording.size === 0) this.complete(recording);
+      return;
+    }
+    if (i <= this.finished) return; // a late marker of a checkpoint done or abandoned here
+    let a = this.alignment;
+    if (a && a.i < i) {
+      // A newer checkpoint overtook an unfinished alignment (an input's marker was lost with a
+      // failed replica): that checkpoint can never be global here; it is abandoned.
+      this.abandon(a);
+      a = this.alignment; // the replayed input may have started this one already
+      if (i <= this.finished) return;
+    }
+    if (!a || a.i < i) {
+      a = { i, marked: new Set(), snapshot: undefined, recording: new Set(), channelLog: [] };
+      this.alignment = a;
+      this.alignmentStart = this.now();
+      const started = a;
+      this.host.setTimer(this.host.alignTimeoutMs, () => {
+        if (this.alignment === started) this.abandon(started);
+        else if (this.recording.includes(started)) {
+          this.recording = this.recording.filter((other) => other !== started);
+          this.stats.abandoned++;
+        }
+      });
+    }
+    if (src >= 0) a.marked.add(src);
+    if (this.host.forward.every((task) => a.marked.has(task))) this.snapshotNow(a);
+  }
+
+  /** Gives up checkpoint `a` here (never global then) and lets its blocked inputs go on. */
+  private abandon(a: Alignment): void {
+    this.stats.abandoned++;
+    this.finished = Math.max(this.finished, a.i);
+    this.alignment = undefined;
+    this.host.log.warn({ event: "gpc-abandoned", checkpoint: a.i }, "checkpoint abandoned");
+    this.unblock();
+  }
+
+  private snapshotNow(a: Alignment): void {
+    a.snapshot = { state: this.host.snapshot() };
+    this.finished = Math.max(this.finished, a.i);
+    this.epoch = a.i;
+    this.alignment = undefined;
+    // Back inputs whose marker came before the snapshot were blocked: their channel is empty.
+    for (const task of this.host.back) if (!a.marked.has(task)) a.recording.add(task);
+    this.stats.alignments++;
+    this.stats.lastAlignmentMs = this.now() - this.alignmentStart;
+    this.host.emitMarker(a.i);
+    if (a.recording.size === 0) this.complete(a);
+    else this.recording.push(a);
+    this.unblock();
+  }
+
+  private unblock(): void {
+    const blocked = this.blocked;
+    this.blocked = [];
+    for (const { delivery, marker } of blocked) this.onDelivery(delivery, marker);
+  }
+
+  private complete(a: Alignment): void {
+    this.recording = this.recording.filter((other) => other !== a);
+    const saved: Saved = {
+      state: a.snapshot!.state,
+      channel: a.channelLog.map((d) => [d.src, d.stream, d.tuple]),
+    };
+    void this.save(a.i, pack(saved), this.attempt);
+  }
+
+  private async save(i: number, data: Uint8Array, attempt: number): Promise<void> {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        await this.host.channel.put({ owner: this.host.owner, id: i, kind: "base" }, data);
+        break;
+      } catch (error) {
+        this.host.log.warn({ event: "checkpoint-stalled", reason: (error as Error).message });
+        await new Promise<void>((resolve) => this.host.setTimer(delay, resolve));
+        if (this.attempt !== attempt) return;
+      }
+    }
+    if (this.attempt !== attempt) return; // saved for a run that was rolled back
+    this.stats.saved = i;
+    this.host.saved(i);
+  }
+}
