@@ -89,8 +89,8 @@ async function storedCount(cluster: TestCluster): Promise<{ n: number; bases: nu
   const files = readdirSync(join(root, namespaces[0]!, "counter", "0"));
   const bases = files.filter((f) => f.endsWith(".base")).length;
   assert.ok(
-    files.some((f) => f.endsWith(".delta")),
-    `delta entries in ${files.join(" ")}`,
+    files.some((f) => f.endsWith(".log")),
+    `delta segments in ${files.join(" ")}`,
   );
   const store = new FsCheckpointStore(root);
   const owner = { topology: namespaces[0]!, stage: "counter", replica: 0 };

@@ -13,9 +13,12 @@
  *   on stable storage, one thread-pool round trip (write + fdatasync where O_DSYNC is missing).
  *   A store creates a segment (and fsyncs the directory, once) for its first delta of an owner,
  *   after each base (so that pruning removes whole segments), when the segment reaches
- *   `segmentBytes`, after a failed append, and for a delta whose id is not above the last one in
- *   the segment (a rewrite). It appends only to segments it created itself, one put at a time
- *   per owner: no other process ever writes after bytes it did not write.
+ *   `segmentBytes`, after a failed append, for a delta whose id is not above the last one in
+ *   the segment (a rewrite), and once a listing shows that another store wrote to the owner. It
+ *   appends only to segments it created itself: no process ever writes after bytes it did not
+ *   write. Puts, deletes and listings of one owner run one at a time, in call order, so that a
+ *   listing never sees an append in flight (which would look torn). One-file deltas
+ *   (`<id>.delta`) of earlier versions are still read and deleted, never written.
  *
  * This needs nothing but append, fsync/O_DSYNC and an atomic rename, so it works on NFS too (no
  * O_DIRECT, no locks). All I/O goes through node:fs/promises: the event loop is never blocked.
@@ -147,7 +150,6 @@ interface OwnerState {
   highestSeq: number | undefined;
   /** The last scan, for `get`; dropped on every change this store makes. */
   listing: Listing | undefined;
-  changes: number;
 }
 
 export class FsCheckpointStore implements CheckpointStore {
@@ -207,7 +209,8 @@ export class FsCheckpointStore implements CheckpointStore {
   }
 
   async list(owner: CheckpointOwner): Promise<EntryRef[]> {
-    return (await this.scanQueued(this.ownerState(owner))).refs;
+    const { refs } = await this.scanQueued(this.ownerState(owner));
+    return refs.map(({ id, kind }) => ({ owner, id, kind }));
   }
 
   async get(ref: EntryRef): Promise<Uint8Array> {
@@ -243,7 +246,13 @@ export class FsCheckpointStore implements CheckpointStore {
       byOwner.set(state, [...(byOwner.get(state) ?? []), ref]);
     }
     for (const [state, doomed] of byOwner) {
-      await this.serialize(state, () => this.deleteEntries(state, doomed));
+      await this.serialize(state, async () => {
+        try {
+          await this.deleteEntries(state, doomed);
+        } finally {
+          state.listing = undefined;
+        }
+      });
     }
   }
 
@@ -264,7 +273,6 @@ export class FsCheckpointStore implements CheckpointStore {
         segment: undefined,
         highestSeq: undefined,
         listing: undefined,
-        changes: 0,
       };
       this.owners.set(dir, state);
     }
@@ -280,7 +288,6 @@ export class FsCheckpointStore implements CheckpointStore {
   private async putBase(state: OwnerState, ref: EntryRef, bytes: Uint8Array): Promise<void> {
     const { dir } = state;
     await this.prepareDir(dir);
-    state.changes++;
     state.listing = undefined;
     const name = entryName(ref);
     const temp = join(dir, `.${name}${TEMP_MARK}${process.pid}-${randomUUID()}`);
@@ -310,7 +317,6 @@ export class FsCheckpointStore implements CheckpointStore {
     }
     const created = !segment;
     segment ??= await this.createSegment(state, ref.id);
-    state.changes++;
     state.listing = undefined;
     const outcomes = await Promise.allSettled([
       appendDurably(segment.handle, bytes),
@@ -379,7 +385,6 @@ export class FsCheckpointStore implements CheckpointStore {
    */
   private async scan(state: OwnerState): Promise<Listing> {
     const { owner, dir } = state;
-    const changes = state.changes;
     let names: string[];
     try {
       names = await readdir(dir);
@@ -423,7 +428,7 @@ export class FsCheckpointStore implements CheckpointStore {
       refs.push({ owner, id, kind: "delta" });
     }
     const listing = { refs: refs.sort(compareRefs), deltas: copies, segments };
-    if (state.changes === changes) state.listing = listing;
+    state.listing = listing;
     return listing;
   }
 
@@ -464,8 +469,6 @@ export class FsCheckpointStore implements CheckpointStore {
   }
 
   private async deleteEntries(state: OwnerState, refs: readonly EntryRef[]): Promise<void> {
-    state.changes++;
-    state.listing = undefined;
     // No directory fsync: see the header.
     const doomed = new Set<number>();
     for (const ref of refs) {
