@@ -1,7 +1,8 @@
 /**
  * Full crash recovery under LPC-CS and LPC-CM on real processes (`tara start --mechanism lpc-*
  * --instance-checkpoints`, 3 containers, f=1): under closed-loop load a request source, a
- * non-leader proposer, the leader, a committer and an executor are SIGKILLed one at a time.
+ * non-leader proposer, the leader, a committer (with the leader again while it recovers, so a
+ * view change runs while it rejoins) and an executor are SIGKILLed.
  * The platform restarts each; the committer recovers exactly the accepts it sent (checked
  * against what executors received from it before the crash) and votes again (the test then
  * kills another committer, so progress needs its vote); the executor loads the latest group
@@ -80,9 +81,20 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
         ),
       );
 
+      // The committer crashes, and while it recovers the leader crashes too: the view change
+      // runs while the recovered committer rejoins.
       const killedAt = Date.now();
       await cluster.kill({ replica: `committer:${TRACED}` });
-      await progress(load, "after a committer's crash");
+      const current = instances(await cluster.status(), "proposer").find((p) => p.status.leader);
+      assert.ok(current, "no leader proposer");
+      const view = current.status.view as number;
+      await cluster.kill({ replica: `proposer:${current.index}` });
+      await progress(load, "after a committer's and the leader's crash");
+      await waitFor("a newer view", async () =>
+        instances(await cluster!.status(), "proposer").some(
+          (p) => p.status.leader && (p.status.view as number) > view,
+        ),
+      );
       await waitFor("the committer restarted from its instance checkpoint", async () => {
         const committer = await cluster!.instance("committer", TRACED);
         return committer.incarnation > 1 && committer.status.restored === true;
