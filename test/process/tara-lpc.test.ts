@@ -134,6 +134,19 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
         (checkpoints.group.loaded ?? 0) >= 100,
         "it loaded a group checkpoint from the store",
       );
+      // The checkpoint metrics: committers' group commits, executors' group saves.
+      const metrics = await (await fetch(`${cluster.info.adminUrl}/metrics`)).text();
+      const value = (name: string, stage: string, index: number) =>
+        Number(
+          metrics
+            .split("\n")
+            .find((l) => l.startsWith(`${name}{stage="${stage}",index="${index}"`))
+            ?.split(" ")
+            .at(-1),
+        );
+      assert.ok(value("tara_checkpoint_writes_total", "committer", 0) > 0);
+      assert.ok(value("tara_checkpoint_updates_total", "committer", 0) > 0);
+      assert.ok(value("tara_checkpoint_group_saves_total", "executor", 0) > 0);
     });
   });
 }

@@ -125,6 +125,19 @@ function reply(response: ServerResponse, status: number, body: unknown): void {
   response.end(JSON.stringify(body));
 }
 
+/** The part of a replica's report about its checkpoints (instance/executor.ts). */
+interface CheckpointReport {
+  instance?: {
+    writes: number;
+    updatesWritten: number;
+    bytes: number;
+    lastWriteMs: number;
+    stalled: string | null;
+  } | null;
+  group?: { saves: number; bytes: number; stalled: string | null } | null;
+  gpc?: { lastAlignmentMs: number; abandoned: number; restores: number } | null;
+}
+
 function createMetrics(tracker: PlanTracker): Registry {
   const registry = new Registry();
   const labelNames = ["stage", "index", "container"] as const;
@@ -196,6 +209,81 @@ function createMetrics(tracker: PlanTracker): Registry {
       }
     },
   });
+  // Checkpoints, from what each replica reports (docs/CHECKPOINTING.md).
+  const fromCheckpoints = (
+    name: string,
+    help: string,
+    kind: "counter" | "gauge",
+    pick: (c: CheckpointReport) => number | undefined,
+  ) => {
+    const collect = function (this: Counter<string> | Gauge<string>) {
+      this.reset();
+      for (const i of tracker.instances()) {
+        const report = i.status.checkpoints as CheckpointReport | undefined;
+        const value = report ? pick(report) : undefined;
+        if (value === undefined) continue;
+        const labels = { stage: i.stage, index: String(i.index), container: String(i.container) };
+        if (this instanceof Counter) this.inc(labels, value);
+        else this.set(labels, value);
+      }
+    };
+    if (kind === "counter") new Counter({ name, help, labelNames, registers: [registry], collect });
+    else new Gauge({ name, help, labelNames, registers: [registry], collect });
+  };
+  fromCheckpoints(
+    "tara_checkpoint_writes_total",
+    "Instance checkpoint writes (each a group commit of updates)",
+    "counter",
+    (c) => c.instance?.writes,
+  );
+  fromCheckpoints(
+    "tara_checkpoint_updates_total",
+    "Instance updates written (divided by writes: the batch size)",
+    "counter",
+    (c) => c.instance?.updatesWritten,
+  );
+  fromCheckpoints(
+    "tara_checkpoint_bytes_total",
+    "Checkpoint bytes written (instance and group)",
+    "counter",
+    (c) => (c.instance?.bytes ?? 0) + (c.group?.bytes ?? 0),
+  );
+  fromCheckpoints(
+    "tara_checkpoint_write_seconds",
+    "Duration of the last instance checkpoint write",
+    "gauge",
+    (c) => (c.instance ? c.instance.lastWriteMs / 1000 : undefined),
+  );
+  fromCheckpoints(
+    "tara_checkpoint_group_saves_total",
+    "Group checkpoints saved by the platform (LPC)",
+    "counter",
+    (c) => c.group?.saves,
+  );
+  fromCheckpoints(
+    "tara_checkpoint_stalled",
+    "1 while the replica cannot write its checkpoints (store unreachable)",
+    "gauge",
+    (c) => (c.instance?.stalled || c.group?.stalled ? 1 : 0),
+  );
+  fromCheckpoints(
+    "tara_gpc_alignment_seconds",
+    "GPC: how long the replica's last alignment took",
+    "gauge",
+    (c) => (c.gpc ? c.gpc.lastAlignmentMs / 1000 : undefined),
+  );
+  fromCheckpoints(
+    "tara_gpc_abandoned_total",
+    "GPC: checkpoints the replica abandoned (alignment timed out or overtaken)",
+    "counter",
+    (c) => c.gpc?.abandoned,
+  );
+  fromCheckpoints(
+    "tara_gpc_rollbacks_total",
+    "GPC: rollbacks of the replica to a global checkpoint",
+    "counter",
+    (c) => c.gpc?.restores,
+  );
   const containerLabels = ["container"] as const;
   const perContainer = (
     name: string,
