@@ -38,7 +38,6 @@ import type {
   Checkpoints,
   Incoming,
   InstanceCheckpoints,
-  InstanceState,
   Log,
   ReplicaId,
   Source,
@@ -48,8 +47,15 @@ import type {
 } from "../platform/api/stage.js";
 import { TopologyError, type StageSpec, type Topology } from "../platform/api/topology.js";
 import type { CheckpointSink } from "../platform/checkpoint/channel.js";
-import { PersistedGroupCheckpoints } from "../platform/checkpoint/group-checkpoints.js";
-import { InstanceLog, recoveredInstance } from "../platform/checkpoint/instance-log.js";
+import {
+  PersistedGroupCheckpoints,
+  type GroupCheckpointStats,
+} from "../platform/checkpoint/group-checkpoints.js";
+import {
+  InstanceLog,
+  recoveredInstance,
+  type InstanceLogStats,
+} from "../platform/checkpoint/instance-log.js";
 import { CheckpointChainBroken } from "../platform/checkpoint/store/recovery.js";
 import type { CheckpointOwner } from "../platform/checkpoint/store/store.js";
 import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
@@ -96,6 +102,14 @@ export interface SimCheckpointing {
   readonly store?: Partial<SimStoreModel>;
 }
 
+/** A live replica's checkpoints (LPC), as `tara status` shows a real one's. */
+export interface SimCheckpointStatus {
+  readonly recovering: boolean;
+  readonly instance:
+    (InstanceLogStats & { recorded: number; durable: number; held: number }) | null;
+  readonly group: GroupCheckpointStats | null;
+}
+
 export interface SimulatorOptions {
   seed: number;
   topology: Topology;
@@ -118,6 +132,8 @@ export interface SimulatorOptions {
   onDeliver?: (from: ReplicaId, to: ReplicaId, stream: string, tuple: Tuple) => void;
   /** The stages' ctx.log; default: silent. */
   log?: Log;
+  /** More events than this at one virtual instant is a livelock: step throws (default 1e6). */
+  maxEventsPerInstant?: number;
 }
 
 export interface SimulatorStats {
@@ -246,6 +262,8 @@ export class Simulator {
   private seq = 0;
   private timerTokens = 0;
   private started = false;
+  private atInstant = 0;
+  private readonly maxEventsPerInstant: number;
   private readonly checkpointing: Required<Omit<SimCheckpointing, "store">>;
   private readonly lpc: boolean;
   /** The simulated checkpoint store (LPC). */
@@ -268,6 +286,7 @@ export class Simulator {
     }
     this.network = Object.freeze(network);
     this.log = options.log ?? silentLog;
+    this.maxEventsPerInstant = options.maxEventsPerInstant ?? 1_000_000;
     const checkpointing = options.checkpoints ?? { mechanism: "none" };
     this.checkpointing = {
       mechanism: checkpointing.mechanism,
@@ -375,7 +394,7 @@ export class Simulator {
   }
 
   /** A replica's checkpoint state, as `tara status` shows it (LPC), or undefined. */
-  checkpointStatus(id: ReplicaId): Record<string, unknown> | undefined {
+  checkpointStatus(id: ReplicaId): SimCheckpointStatus | undefined {
     const replica = this.replica(id);
     if (!this.lpc || !replica.alive) return undefined;
     const log = replica.instanceLog;
@@ -528,6 +547,13 @@ export class Simulator {
   step(): boolean {
     const event = this.pop();
     if (!event) return false;
+    // Events that keep scheduling events at the same instant would spin forever: fail instead.
+    if (event.time > this.clock) this.atInstant = 0;
+    else if (++this.atInstant > this.maxEventsPerInstant) {
+      throw new Error(
+        `livelock: more than ${this.maxEventsPerInstant} events at virtual time ${this.clock}`,
+      );
+    }
     this.clock = event.time;
     this.stats.events++;
     this.run(event, false);

@@ -368,11 +368,28 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
       });
       return;
     }
-    faults.push(`${sim.now.toFixed(0)} crash ${name(target)}`);
+    if (lpc && target.stage === stages.committer && random.chance(0.5)) {
+      crashMidWrite(target, 100);
+      return;
+    }
+    crash(target, "");
+  }
+
+  function crash(target: ReplicaId, how: string): void {
+    faults.push(`${sim.now.toFixed(0)} crash ${name(target)}${how}`);
     sim.crash(target);
     sim.schedule(random.between(20, 800), () => {
       if (!sim.isAlive(target)) sim.restart(target);
     });
+  }
+
+  /** Crashes a committer once it has an instance write in flight (torn writes), if it can. */
+  function crashMidWrite(target: ReplicaId, tries: number): void {
+    if (!issuing || isDown(target) || downIn(target.stage) >= f) return;
+    const log = sim.checkpointStatus(target)?.instance;
+    if (log && log.recorded > log.durable) crash(target, " mid-write");
+    else if (tries > 0) sim.schedule(0.5, () => crashMidWrite(target, tries - 1));
+    else crash(target, "");
   }
 
   sim.start();

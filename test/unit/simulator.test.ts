@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { ReplicaId, Source, Stage, StageContext } from "../../src/platform/api/stage.js";
+import type {
+  CheckpointEvent,
+  InstanceState,
+  ReplicaId,
+  Source,
+  Stage,
+  StageContext,
+} from "../../src/platform/api/stage.js";
 import { grouping, TopologyBuilder, TopologyError } from "../../src/platform/api/topology.js";
 import { replicaName } from "../../src/platform/plan/physical-plan.js";
 import { Random } from "../../src/sim/random.js";
-import { Simulator, type NetworkModel } from "../../src/sim/simulator.js";
+import { Simulator, type NetworkModel, type SimCheckpointing } from "../../src/sim/simulator.js";
 import { int, mulberry32, pick } from "./helpers/random.js";
 import { sub } from "./helpers/topologies.js";
 
@@ -778,6 +785,18 @@ describe("Simulator: stage bugs and running", () => {
     assert.deepEqual(fired, ["a@2", "c@12"]);
   });
 
+  it("a livelock (events without end at one instant) throws instead of spinning", () => {
+    const topology = new TopologyBuilder("spin")
+      .source("src", { parallelism: 1 }, () => ({
+        onStart: (ctx) => ctx.timers.set("again", 0),
+        onTimer: (_timer, ctx) => ctx.timers.set("again", 0),
+      }))
+      .build();
+    const sim = new Simulator({ seed: 1, topology, maxEventsPerInstant: 1000 });
+    sim.start();
+    assert.throws(() => sim.runUntil(10), /livelock: more than 1000 events at virtual time 0/);
+  });
+
   it("setStatus, incarnation and a missing replica", () => {
     const topology = new TopologyBuilder("status")
       .source("src", { parallelism: 1 }, () => ({
@@ -798,3 +817,235 @@ describe("Simulator: stage bugs and running", () => {
     assert.throws(() => sim.replicasOf("nope"), TopologyError);
   });
 });
+
+describe("Simulator: LPC checkpoints", () => {
+  const lpc = (store: SimCheckpointing["store"]): SimCheckpointing => ({
+    mechanism: "lpc-cs",
+    batchFactor: 1,
+    batchDelayMs: 0,
+    compactEvery: 1000,
+    store: { loadMinMs: 1, loadMaxMs: 1, slowChance: 0, ...store },
+  });
+  const fixedNetwork = { minDelayMs: 0.5, maxDelayMs: 0.5 };
+
+  /**
+   * `src` ticks every ms from its start (10 ticks) and emits tick n on `x` and out to the world;
+   * odd ticks first record n (its instance state is the list of recorded n). `sink` logs.
+   */
+  function gated(store: SimCheckpointing["store"]) {
+    const received: string[] = [];
+    const external: string[] = [];
+    const restored: { inc: number; recorded: number[] }[] = [];
+    const topology = new TopologyBuilder("gate")
+      .source("src", { parallelism: 1, outputs: ["x"] }, () => {
+        let n = 0;
+        let recorded: number[] = [];
+        return {
+          snapshot: () => recorded,
+          restore(state: InstanceState, ctx) {
+            const base = (state.snapshot as number[] | undefined) ?? [];
+            recorded = [...base, ...(state.updates as number[])];
+            restored.push({ inc: ctx.incarnation, recorded: [...recorded] });
+          },
+          onStart: (ctx) => ctx.timers.set("tick", 1),
+          onTimer(_timer, ctx) {
+            n++;
+            if (n % 2 === 1) {
+              recorded.push(n);
+              ctx.checkpoints.instance!.record(n);
+            }
+            ctx.emit("x", n);
+            ctx.external.send(n);
+            if (n < 10) ctx.timers.set("tick", 1);
+          },
+        };
+      })
+      .stage("sink", { parallelism: 1, inputs: [sub("src", "x", grouping.all())] }, () => ({
+        onTuple: (input, ctx) => void received.push(`${ctx.clock.now()}:${String(input.tuple)}`),
+      }))
+      .build();
+    const sim: Simulator = new Simulator({
+      seed: 1,
+      topology,
+      network: fixedNetwork,
+      checkpoints: lpc(store),
+      onExternalOutput: (_from, output) => external.push(`${sim.now}:${String(output)}`),
+    });
+    return { sim, received, external, restored };
+  }
+
+  it("holds what follows a record until the write is durable: tuples and external output", () => {
+    const { sim, received, external, restored } = gated({ putMinMs: 10, putMaxMs: 10 });
+    sim.start();
+    // Recovery (an empty log) takes the load's 1 ms: src starts at 1, ticks n at n + 1.
+    assert.equal(sim.isRecovering(id("src", 0)), true);
+    sim.runUntil(12.4);
+    assert.deepEqual(restored, [{ inc: 1, recorded: [] }]);
+    assert.deepEqual(received, [], "n=1 was recorded at 2: nothing leaves before 12");
+    sim.runUntil(100);
+    // Write 1 (n=1) is durable at 12; write 2 (3, 5, 7, 9, queued meanwhile) at 22.
+    assert.deepEqual(received, [
+      "12.5:1",
+      "12.5:2",
+      ...[3, 4, 5, 6, 7, 8, 9, 10].map((n) => `22.5:${n}`),
+    ]);
+    assert.deepEqual(external, [
+      "12:1",
+      "12:2",
+      ...[3, 4, 5, 6, 7, 8, 9, 10].map((n) => `22:${n}`),
+    ]);
+    const status = sim.checkpointStatus(id("src", 0))!;
+    assert.equal(status.instance?.writes, 2);
+    assert.equal(status.instance?.durable, 5);
+  });
+
+  it("a restarted replica restores what was durable; a torn write is rejected, a whole one kept", () => {
+    for (const [model, expected] of [
+      [{ tornOnCrash: 1, wholeOnCrash: 0 }, [1]],
+      [{ tornOnCrash: 0, wholeOnCrash: 1 }, [1, 3, 5, 7, 9]],
+    ] as const) {
+      const { sim, received, restored } = gated({ putMinMs: 10, putMaxMs: 10, ...model });
+      const src = id("src", 0);
+      sim.start();
+      sim.schedule(15, () => sim.crash(src)); // write 2 in flight since 12
+      sim.schedule(20, () => sim.restart(src));
+      sim.runUntil(21.5);
+      assert.deepEqual(received, ["12.5:1", "12.5:2"], "what left before the crash");
+      assert.deepEqual(restored[1], { inc: 2, recorded: expected });
+      assert.equal(sim.store!.stats[model.tornOnCrash ? "torn" : "whole"], 1);
+    }
+  });
+
+  it("deliveries that arrive while a replica recovers wait for its onStart, in order", () => {
+    const seen: string[] = [];
+    const topology = new TopologyBuilder("recovering")
+      .source("src", { parallelism: 1, outputs: ["x"] }, () => {
+        let n = 0;
+        return {
+          onStart: (ctx) => ctx.timers.set("tick", 1),
+          onTimer(_timer, ctx) {
+            ctx.emit("x", ++n);
+            if (n < 15) ctx.timers.set("tick", 1);
+          },
+        };
+      })
+      .stage("sink", { parallelism: 1, inputs: [sub("src", "x", grouping.all())] }, () => ({
+        snapshot: () => null,
+        restore: () => undefined,
+        onStart: (ctx) => void seen.push(`start@${ctx.clock.now()}`),
+        onTuple: (input, ctx) => void seen.push(`${String(input.tuple)}@${ctx.clock.now()}`),
+      }))
+      .build();
+    const sim = new Simulator({
+      seed: 1,
+      topology,
+      network: fixedNetwork,
+      checkpoints: lpc({ loadMinMs: 5, loadMaxMs: 5 }),
+    });
+    const sink = id("sink", 0);
+    sim.start();
+    sim.schedule(5.2, () => {
+      sim.crash(sink);
+      sim.restart(sink);
+    });
+    sim.runUntil(8);
+    assert.equal(sim.isRecovering(sink), true);
+    sim.runUntil(30);
+    assert.equal(sim.isRecovering(sink), false);
+    // Tick n is sent at n and arrives at n + 0.5. Both incarnations wait 5 ms for their load;
+    // tick 5 was on its way to the crashed one.
+    assert.deepEqual(seen, [
+      "start@5",
+      "1@5",
+      "2@5",
+      "3@5",
+      "4@5",
+      "start@10.2",
+      "6@10.2",
+      "7@10.2",
+      "8@10.2",
+      "9@10.2",
+      "10@10.5",
+      "11@11.5",
+      "12@12.5",
+      "13@13.5",
+      "14@14.5",
+      "15@15.5",
+    ]);
+    assert.equal(sim.stats.dropped, 1);
+  });
+
+  it("a paused replica does no platform work: its recovery completes once it resumes", () => {
+    const started: number[] = [];
+    const topology = new TopologyBuilder("paused-recovery")
+      .source("s", { parallelism: 1 }, () => ({
+        snapshot: () => null,
+        restore: () => undefined,
+        onStart: (ctx) => void started.push(ctx.clock.now()),
+      }))
+      .build();
+    const sim = new Simulator({ seed: 1, topology, checkpoints: lpc({}) });
+    const s = id("s", 0);
+    sim.start();
+    sim.pause(s);
+    sim.runUntil(20);
+    assert.deepEqual(started, []);
+    assert.equal(sim.isRecovering(s), true);
+    sim.resume(s);
+    sim.runUntil(21);
+    assert.deepEqual(started, [20]);
+  });
+
+  it("group checkpoints: saved after the latency, loaded by another replica", () => {
+    const events: string[] = [];
+    const topology = new TopologyBuilder("group")
+      .source("g", { parallelism: 2 }, (index) => ({
+        onStart(ctx) {
+          assert.equal(ctx.checkpoints.mechanism, "lpc-cs");
+          assert.equal(ctx.checkpoints.instance, undefined, "no snapshot/restore: no log");
+          if (index === 0) ctx.checkpoints.group!.save(1, bytesOf("one"));
+          else ctx.timers.set("load", 50);
+        },
+        onTimer: (_timer, ctx) => ctx.checkpoints.group!.loadLatest(),
+        onCheckpoint(event: CheckpointEvent, ctx) {
+          const at = `${index}@${ctx.clock.now()}`;
+          if (event.t === "group-saved") {
+            events.push(`${at} saved ${event.seq}`);
+            if (event.seq === 1) ctx.checkpoints.group!.save(2, bytesOf("two"));
+          } else if (event.t === "group-loaded") {
+            events.push(`${at} loaded ${event.seq} ${new TextDecoder().decode(event.snapshot)}`);
+          } else events.push(`${at} none`);
+        },
+      }))
+      .build();
+    const sim = new Simulator({
+      seed: 1,
+      topology,
+      checkpoints: lpc({ putMinMs: 3, putMaxMs: 3, loadMinMs: 2, loadMaxMs: 2 }),
+    });
+    sim.start();
+    sim.runUntil(100);
+    assert.deepEqual(events, ["0@3 saved 1", "0@6 saved 2", "1@52 loaded 2 two"]);
+  });
+
+  it("PDC and none give no platform checkpoints and start at once", () => {
+    for (const mechanism of ["pdc", "none"] as const) {
+      const seen: unknown[] = [];
+      const topology = new TopologyBuilder("pdc")
+        .source("s", { parallelism: 1 }, () => ({
+          snapshot: () => null,
+          restore: () => assert.fail("no instance checkpoints"),
+          onStart: (ctx) => void seen.push({ ...ctx.checkpoints }),
+        }))
+        .build();
+      const sim = new Simulator({ seed: 1, topology, checkpoints: { mechanism } });
+      sim.start();
+      assert.deepEqual(seen, [{ mechanism, group: undefined, instance: undefined }]);
+      assert.equal(sim.store, undefined);
+    }
+  });
+});
+
+function bytesOf(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}

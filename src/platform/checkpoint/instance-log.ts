@@ -102,15 +102,18 @@ export class InstanceLog {
     this.retryTimer?.cancel();
   }
 
-  private maybeWrite(): void {
+  /** `waitedEnough`: the batch delay's timer fired. */
+  private maybeWrite(waitedEnough = false): void {
     if (this.writing || this.pending.length === 0 || this.closed) return;
     const { batchFactor, batchDelayMs } = this.options;
     const waited = this.options.now() - this.pendingSince;
-    if (this.pending.length < batchFactor && waited < batchDelayMs) {
+    if (this.pending.length < batchFactor && waited < batchDelayMs && !waitedEnough) {
       if (!this.waitTimer) {
         this.waitTimer = this.options.setTimer(batchDelayMs - waited, () => {
           this.waitTimer = undefined;
-          this.maybeWrite();
+          // Not `waited` again: rounding may leave it a hair short, and a timer of that hair
+          // would fire at the same instant forever on a virtual clock.
+          this.maybeWrite(true);
         });
       }
       return;

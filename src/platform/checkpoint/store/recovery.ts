@@ -65,11 +65,12 @@ export async function loadLatest(
   log: RecoveryLog,
 ): Promise<RecoveredChain> {
   const steps = chainSteps(owner, await store.list(owner), store.description, log);
-  for (let step = steps.next(); ;) {
-    if (step.done) return step.value;
+  let step = steps.next();
+  while (!step.done) {
     const ref = step.value;
     step = steps.next(await getOrReject(() => store.get(ref)));
   }
+  return step.value;
 }
 
 /** A store read synchronously (the simulator's): the same contract as `CheckpointStore`'s. */
@@ -88,8 +89,8 @@ export function loadLatestSync(
   log: RecoveryLog,
 ): RecoveredChain {
   const steps = chainSteps(owner, store.list(owner), store.description, log);
-  for (let step = steps.next(); ;) {
-    if (step.done) return step.value;
+  let step = steps.next();
+  while (!step.done) {
     const ref = step.value;
     let read: Uint8Array | CheckpointRejected;
     try {
@@ -100,6 +101,7 @@ export function loadLatestSync(
     }
     step = steps.next(read);
   }
+  return step.value;
 }
 
 /**
