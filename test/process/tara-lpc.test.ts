@@ -23,10 +23,11 @@ import {
 
 const CLIENTS = 8;
 const TRACED = 1;
-let cluster: TestCluster | undefined;
+/** Every cluster started here (one per mechanism), stopped at the end whatever happened. */
+const clusters: TestCluster[] = [];
 after(async () => {
   await abortLoads();
-  await cluster?.stop();
+  await Promise.all(clusters.splice(0).map((c) => c.stop()));
 });
 
 /** What the executors received from the traced committer up to `until` (epoch ms): per seq. */
@@ -46,7 +47,7 @@ function tracedAccepts(cluster: TestCluster, until: number): Map<number, { v: nu
 for (const mechanism of ["lpc-cs", "lpc-cm"]) {
   describe(`replicated key-value service, ${mechanism} with instance checkpoints`, () => {
     it("recovers each SIGKILLed replica exactly: no request lost or applied twice", async () => {
-      cluster = await TestCluster.start([
+      const cluster = await TestCluster.start([
         "--gateway-port",
         "0",
         "--mechanism",
@@ -59,6 +60,7 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
         "--param",
         `traceCommitter=${TRACED}`,
       ]);
+      clusters.push(cluster);
       const load = startLoad(await connectClients(cluster, CLIENTS));
       await progress(load, "before any crash", 300);
 
@@ -76,7 +78,7 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
       await cluster.kill({ replica: `proposer:${leader.index}` });
       await progress(load, "after the leader's crash");
       await waitFor("a new leader in a later view", async () =>
-        instances(await cluster!.status(), "proposer").some(
+        instances(await cluster.status(), "proposer").some(
           (p) => p.status.leader && (p.status.view as number) > 0,
         ),
       );
@@ -91,12 +93,12 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
       await cluster.kill({ replica: `proposer:${current.index}` });
       await progress(load, "after a committer's and the leader's crash");
       await waitFor("a newer view", async () =>
-        instances(await cluster!.status(), "proposer").some(
+        instances(await cluster.status(), "proposer").some(
           (p) => p.status.leader && (p.status.view as number) > view,
         ),
       );
       await waitFor("the committer restarted from its instance checkpoint", async () => {
-        const committer = await cluster!.instance("committer", TRACED);
+        const committer = await cluster.instance("committer", TRACED);
         return committer.incarnation > 1 && committer.status.restored === true;
       });
       // It recovered every accept that left it before the crash (the latest per sequence
@@ -147,6 +149,9 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
       assert.ok(value("tara_checkpoint_writes_total", "committer", 0) > 0);
       assert.ok(value("tara_checkpoint_updates_total", "committer", 0) > 0);
       assert.ok(value("tara_checkpoint_group_saves_total", "executor", 0) > 0);
+      // Done with it: the next mechanism's cluster gets the machine to itself.
+      clusters.splice(clusters.indexOf(cluster), 1);
+      await cluster.stop();
     });
   });
 }

@@ -129,6 +129,15 @@ export class GpcStmgr {
     return true;
   }
 
+  /**
+   * The fence for a new peer connection: what this stream manager forwards on it is of the
+   * current attempt (during a rollback it forwards nothing of the old run: its instances'
+   * tuples are dropped until they restored).
+   */
+  fenceForNewLink(): GpcFence | undefined {
+    return this.attempt < 0 ? undefined : { t: "gpc-fence", r: this.attempt };
+  }
+
   /** Whether a peer's FORWARD goes on: not before its fence of the current attempt. */
   acceptForward(peer: number): boolean {
     return this.attempt < 0 || (this.fenced.get(peer) ?? -1) >= this.attempt;

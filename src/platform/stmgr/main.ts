@@ -397,6 +397,9 @@ function applyPlan(update: PlanUpdate): void {
         onReady: (connection) => {
           router.peers.set(peer, connection);
           if (localBackpressure) connection.send({ t: "backpressure", container, on: true });
+          // A new connection carries nothing of an older run: it starts fenced (GPC).
+          const fence = gpc?.fenceForNewLink();
+          if (fence) connection.send(fence);
           log.info({ event: "peer-connected", peer }, "connected to peer stream manager");
           startInstances();
         },

@@ -93,6 +93,16 @@ export class GpcCoordinator {
     if (this.failed && running) this.startRestore(plan);
   }
 
+  /**
+   * A stream manager registered again (it restarted, or its link did): it may have missed a
+   * restore or a resume, so the topology rolls back once more, with it.
+   */
+  containerRejoined(container: number): void {
+    if (!this.baseline || this.failed) return;
+    this.failed = true;
+    this.log.warn({ event: "gpc-failure", container }, "a stream manager rejoined: rolling back");
+  }
+
   /** The checkpoint interval elapsed. */
   tick(): void {
     if (!this.baseline || this.failed || this.restoring) return;

@@ -85,6 +85,7 @@ const { port } = await listen<StmgrRegistration | Heartbeat | GpcReport>(
           stmgrs.get(container)?.close("replaced by a new stream manager");
           stmgrs.set(container, connection);
           tracker.register(message, Date.now());
+          gpc?.containerRejoined(container);
           log.info(
             { event: "stmgr-registered", container, pid: message.pid, port: message.port },
             "stream manager registered",
