@@ -3,7 +3,7 @@
  * thing: a real filesystem, and a real `nats-server -js` started here on a loopback port.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -17,7 +17,6 @@ import {
   utimes,
   writeFile,
 } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -42,6 +41,7 @@ import {
   type EntryRef,
 } from "../../src/platform/checkpoint/store/store.js";
 import { waitFor } from "./harness.js";
+import { NatsServer } from "./nats-server.js";
 
 interface Backend {
   /** A new client of the same store (tests close it). */
@@ -902,115 +902,4 @@ describe("nats checkpoint store", () => {
       await store.close();
     }
   });
-});
-
-/** A real nats-server with JetStream on a free loopback port, its store in a temp directory. */
-class NatsServer {
-  private process: ChildProcess | undefined;
-
-  private constructor(
-    readonly dir: string,
-    readonly port: number,
-    readonly configFile: string,
-  ) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  static async start(): Promise<NatsServer> {
-    const version = spawnSync("nats-server", ["--version"], { encoding: "utf8" });
-    if (version.error) {
-      throw new Error(
-        "nats-server is not installed (needed by the NATS checkpoint store tests): install it, " +
-          "e.g. `apt-get install nats-server` (.ci/run does)",
-      );
-    }
-    const dir = mkdtempSync(join(tmpdir(), "tara-nats-"));
-    const port = await freePort();
-    const configFile = join(dir, "nats.conf");
-    writeFileSync(configFile, natsConfig(version.stdout, port, join(dir, "jetstream")));
-    const server = new NatsServer(dir, port, configFile);
-    await server.restart();
-    return server;
-  }
-
-  /** Starts (again) on the same port and store directory; resolves once it serves. */
-  async restart(): Promise<void> {
-    const child = spawn("nats-server", ["-c", this.configFile], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    this.process = child;
-    running.add(child);
-    child.once("exit", () => running.delete(child));
-    let log = "";
-    const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`nats-server not ready in 20 s:\n${log}`)),
-        20_000,
-      );
-      child.stderr!.on("data", (chunk: Buffer) => {
-        log += chunk.toString();
-        if (log.includes("Server is ready")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited (code ${code}) before it was ready:\n${log}`));
-      });
-    });
-    await ready;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    this.process?.kill(signal);
-  }
-
-  /** Kills the server (SIGKILL: a crash, not a clean shutdown) and waits until it is gone. */
-  async stop(): Promise<void> {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, "exit");
-    child.kill("SIGKILL");
-    await exited;
-  }
-
-  cleanup(): void {
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * nats-server 2.10 and later can fsync every write before acknowledging it; 2.9.x has no such
- * option (it writes each acknowledged message to the block file, and fsyncs every 2 minutes).
- */
-function natsConfig(versionOutput: string, port: number, storeDir: string): string {
-  const [major = 0, minor = 0] = (/v?(\d+)\.(\d+)/.exec(versionOutput) ?? []).slice(1).map(Number);
-  const syncAlways = major > 2 || (major === 2 && minor >= 10);
-  return [
-    `listen: 127.0.0.1:${port}`,
-    "jetstream {",
-    `  store_dir: ${JSON.stringify(storeDir)}`,
-    ...(syncAlways ? ["  sync_interval: always"] : []),
-    "}",
-    "",
-  ].join("\n");
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, "127.0.0.1");
-  await once(probe, "listening");
-  const address = probe.address();
-  probe.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
-/** Servers still running are killed if the test process exits early. */
-const running = new Set<ChildProcess>();
-process.on("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
 });

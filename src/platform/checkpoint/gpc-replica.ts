@@ -58,6 +58,9 @@ export interface GpcHost {
   };
 }
 
+/** How often a replica deletes its checkpoints older than the last global one. */
+const PRUNE_EVERY_MS = 2000;
+
 interface Alignment {
   readonly i: number;
   /** Inputs whose marker came: blocked until the snapshot. */
@@ -112,6 +115,7 @@ export class GpcReplica {
   /** After a restore, until resume: outputs held (other replicas may not be restored yet). */
   private paused: (() => void)[] | undefined;
   private attempt = -1;
+  private prunedAt = -Infinity;
   /** The highest checkpoint snapshotted or abandoned here: older markers are late. */
   private finished = 0;
 
@@ -171,6 +175,10 @@ export class GpcReplica {
     }
     this.externalHeld.splice(0, released);
     this.stats.held = this.externalHeld.length;
+    // Pruning lists the owner's entries, which some stores (NATS) do by reading the bucket:
+    // older checkpoints go every PRUNE_EVERY_MS, not at every global one.
+    if (this.now() - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = this.now();
     this.host.channel.prune(this.host.owner, i).catch((error: Error) => {
       this.host.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
     });

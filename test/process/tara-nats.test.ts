@@ -1,0 +1,86 @@
+/**
+ * The mechanisms that write checkpoints, with the checkpoints in a real NATS JetStream server
+ * (`--checkpoint-store nats://...`): under LPC-CS with instance checkpoints a committer is
+ * SIGKILLed and recovers its state from NATS (then progress needs its vote), and an executor
+ * loads its group checkpoint from NATS; under GPC a committer's crash rolls the topology back
+ * to a global checkpoint held in NATS. Every acknowledged request is applied exactly once.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { TestCluster, waitFor } from "./harness.js";
+import { abortLoads, connectClients, progress, startLoad, stopAndCheck } from "./kv-load.js";
+import { NatsServer } from "./nats-server.js";
+
+const clusters: TestCluster[] = [];
+let nats: NatsServer | undefined;
+before(async () => {
+  nats = await NatsServer.start();
+});
+after(async () => {
+  await abortLoads();
+  await Promise.all(clusters.splice(0).map((c) => c.stop()));
+  await nats?.stop();
+  nats?.cleanup();
+});
+
+async function start(bucket: string, args: string[]): Promise<TestCluster> {
+  const cluster = await TestCluster.start([
+    "--gateway-port",
+    "0",
+    "--checkpoint-store",
+    `nats://${nats!.address}/${bucket}`,
+    "--param",
+    "checkpointInterval=100",
+    "--param",
+    "viewChangeMs=300",
+    ...args,
+  ]);
+  clusters.push(cluster);
+  return cluster;
+}
+
+async function finish(cluster: TestCluster): Promise<void> {
+  clusters.splice(clusters.indexOf(cluster), 1);
+  await cluster.stop();
+}
+
+describe("checkpoints in NATS JetStream", () => {
+  it("LPC-CS: a committer and an executor recover from NATS", async () => {
+    const cluster = await start("lpc", ["--mechanism", "lpc-cs", "--instance-checkpoints"]);
+    const load = startLoad(await connectClients(cluster, 8));
+    await progress(load, "before any crash", 300);
+    await cluster.kill({ replica: "committer:1" });
+    await waitFor("the committer restored from NATS", async () => {
+      const committer = await cluster.instance("committer", 1);
+      const recovery = (committer.status.checkpoints as { recovery: { updates: number } | null })
+        .recovery;
+      return committer.incarnation > 1 && committer.status.restored === true && recovery;
+    });
+    await cluster.kill({ replica: "committer:2" });
+    await progress(load, "with the recovered committer's votes needed");
+    await cluster.kill({ replica: "executor:2" });
+    await progress(load, "after an executor's crash", 200);
+    await stopAndCheck(cluster, load, 0);
+    const executor = await cluster.instance("executor", 2);
+    const group = (executor.status.checkpoints as { group: { loaded: number | null } }).group;
+    assert.ok((group.loaded ?? 0) >= 100, "the executor loaded a group checkpoint from NATS");
+    await finish(cluster);
+  });
+
+  it("GPC: a committer's crash rolls back to a global checkpoint kept in NATS", async () => {
+    const cluster = await start("gpc", ["--mechanism", "gpc", "--gpc-interval-ms", "100"]);
+    const load = startLoad(await connectClients(cluster, 8));
+    await progress(load, "before any crash", 200);
+    await cluster.kill({ replica: "committer:1" });
+    await waitFor("the rollback", () =>
+      cluster.logLines("tmaster").some((line) => line.event === "gpc-resumed"),
+    );
+    await progress(load, "after the rollback");
+    const committer = await cluster.instance("committer", 1);
+    const gpc = (committer.status.checkpoints as { gpc: { lastRestore: { checkpoint: number } } })
+      .gpc;
+    assert.ok(gpc.lastRestore.checkpoint > 0, "restored from a global checkpoint, not the start");
+    await stopAndCheck(cluster, load, 0);
+    await finish(cluster);
+  });
+});
