@@ -5,13 +5,14 @@
  * order as a link would. Plus ManagerChannel's failure modes on its own.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ManagerChannel } from "../../src/platform/checkpoint/manager-channel.js";
 import { encodeChain } from "../../src/platform/checkpoint/manager-protocol.js";
 import { FsCheckpointStore } from "../../src/platform/checkpoint/store/fs-store.js";
+import { CheckpointChainBroken } from "../../src/platform/checkpoint/store/recovery.js";
 import { CheckpointService } from "../../src/platform/ckptmgr/service.js";
 import { CheckpointRelay } from "../../src/platform/stmgr/checkpoint-relay.js";
 import { WireError } from "../../src/platform/wire/errors.js";
@@ -108,6 +109,22 @@ describe("LPC-CM path (instance -> stream manager -> checkpoint manager)", () =>
     assert.ok(frameSizes.length > 4 * (base.length / CHECKPOINT_PART_BYTES));
     assert.ok(Math.max(...frameSizes) < CHECKPOINT_PART_BYTES + 1024);
     assert.equal(channel.pending, 0);
+  });
+
+  it("a chain whose every base is corrupt arrives as CheckpointChainBroken; upTo bounds a load", async () => {
+    const { channel, store } = path();
+    await channel.put({ owner: own, id: 1, kind: "base" }, bytes(100, 1));
+    await channel.put({ owner: own, id: 2, kind: "delta" }, bytes(10, 2));
+    await channel.put({ owner: own, id: 3, kind: "base" }, bytes(100, 3));
+    assert.equal((await channel.loadLatest(own, 2)).base?.id, 1);
+    assert.equal((await channel.loadLatest(own)).base?.id, 3);
+    for (const id of [1, 3]) {
+      const file = store.entryPath({ owner: own, id, kind: "base" });
+      const data = readFileSync(file);
+      data[data.length - 1]! ^= 0xff;
+      writeFileSync(file, data);
+    }
+    await assert.rejects(channel.loadLatest(own), CheckpointChainBroken);
   });
 
   it("keeps one owner's requests in arrival order; other owners alongside", async () => {

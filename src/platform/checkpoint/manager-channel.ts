@@ -9,7 +9,7 @@
 import type { CkptReply, CkptRequest } from "../wire/messages.js";
 import type { CheckpointChannel } from "./channel.js";
 import { decodeChain, PartAssembler, splitParts } from "./manager-protocol.js";
-import type { RecoveredChain } from "./store/recovery.js";
+import { CheckpointChainBroken, type RecoveredChain } from "./store/recovery.js";
 import { describeOwner, describeRef, type CheckpointOwner, type EntryRef } from "./store/store.js";
 
 export interface ManagerChannelOptions {
@@ -19,6 +19,8 @@ export interface ManagerChannelOptions {
 
 interface Outstanding {
   readonly what: string;
+  /** A load's owner: a broken chain is reported as such (the replica then starts without). */
+  readonly owner: CheckpointOwner | undefined;
   readonly resolve: (result: Uint8Array) => void;
   readonly reject: (error: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -60,9 +62,13 @@ export class ManagerChannel implements CheckpointChannel {
 
   /** `upTo`: only entries up to this id (GPC loads its last global checkpoint). */
   async loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain> {
-    const bytes = await this.request(`load ${describeOwner(owner)}`, (req) => [
-      upTo === undefined ? { t: "ckpt-load", req, owner } : { t: "ckpt-load", req, owner, upTo },
-    ]);
+    const bytes = await this.request(
+      `load ${describeOwner(owner)}`,
+      (req) => [
+        upTo === undefined ? { t: "ckpt-load", req, owner } : { t: "ckpt-load", req, owner, upTo },
+      ],
+      owner,
+    );
     return decodeChain(bytes);
   }
 
@@ -86,7 +92,12 @@ export class ManagerChannel implements CheckpointChannel {
           request.result.add(message.data);
           break;
         case "ckpt-error":
-          return this.settle(message.req, new Error(`${request.what} failed: ${message.reason}`));
+          return this.settle(
+            message.req,
+            message.chainBroken && request.owner
+              ? new CheckpointChainBroken(request.owner, [message.reason])
+              : new Error(`${request.what} failed: ${message.reason}`),
+          );
       }
       if (request.result.complete) this.settle(message.req, request.result.bytes());
     } catch (error) {
@@ -101,7 +112,11 @@ export class ManagerChannel implements CheckpointChannel {
     }
   }
 
-  private request(what: string, messages: (req: number) => CkptRequest[]): Promise<Uint8Array> {
+  private request(
+    what: string,
+    messages: (req: number) => CkptRequest[],
+    owner?: CheckpointOwner,
+  ): Promise<Uint8Array> {
     const req = this.nextReq++;
     return new Promise<Uint8Array>((resolve, reject) => {
       for (const message of messages(req)) {
@@ -114,7 +129,7 @@ export class ManagerChannel implements CheckpointChannel {
         () => this.settle(req, new Error(`${what}: no answer in ${this.timeoutMs} ms`)),
         this.timeoutMs,
       );
-      this.outstanding.set(req, { what, resolve, reject, timer, result: undefined });
+      this.outstanding.set(req, { what, owner, resolve, reject, timer, result: undefined });
     });
   }
 

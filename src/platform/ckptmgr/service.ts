@@ -12,7 +12,7 @@ import {
   type CheckpointOwner,
   type CheckpointStore,
 } from "../checkpoint/store/store.js";
-import { loadLatest, pruneBefore } from "../checkpoint/store/recovery.js";
+import { CheckpointChainBroken, loadLatest, pruneBefore } from "../checkpoint/store/recovery.js";
 import { encodeChain, PartAssembler, splitParts } from "../checkpoint/manager-protocol.js";
 import { WireError } from "../wire/errors.js";
 import type { CkptPut, CkptReply, CkptRequest } from "../wire/messages.js";
@@ -76,7 +76,7 @@ export class CheckpointService {
         this.stats.failures++;
         const reason = error instanceof Error ? error.message : String(error);
         this.log.warn({ event: "request-failed", request: what, reason }, "checkpoint failed");
-        outcome = new Error(reason);
+        outcome = error instanceof Error ? error : new Error(reason);
       }
       try {
         answer(outcome);
@@ -193,7 +193,9 @@ export class CheckpointSession {
     return (outcome) => {
       if (this.closed) return;
       if (outcome instanceof Error) {
-        this.reply({ t: "ckpt-error", req, reason: outcome.message.slice(0, REASON_MAX) });
+        const reason = outcome.message.slice(0, REASON_MAX);
+        const chainBroken = outcome instanceof CheckpointChainBroken;
+        this.reply({ t: "ckpt-error", req, reason, ...(chainBroken ? { chainBroken } : {}) });
         return;
       }
       const [first, ...rest] = splitParts(outcome);

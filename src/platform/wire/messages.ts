@@ -185,6 +185,8 @@ export const ckptErrorSchema = z.object({
   t: z.literal("ckpt-error"),
   req: requestId,
   reason: z.string().max(2000),
+  /** A load found bases but none valid: the replica cannot be recovered exactly. */
+  chainBroken: z.boolean().optional(),
 });
 
 export type CkptPut = z.infer<typeof ckptPutSchema>;
