@@ -12,6 +12,7 @@ import {
   type ThroughputResult,
 } from "../bench/platform.js";
 import { runThroughputBench, type ThroughputPoint } from "../bench/throughput.js";
+import { param } from "./parsers.js";
 import {
   addCheckpointOptions,
   checkpointConfigOf,
@@ -46,12 +47,6 @@ function clientCounts(text: string): number[] {
     throw new InvalidArgumentError("expected comma-separated client counts in [1, 4096]");
   }
   return counts;
-}
-
-function param(text: string, previous: Record<string, string>): Record<string, string> {
-  const eq = text.indexOf("=");
-  if (eq <= 0) throw new InvalidArgumentError("expected key=value");
-  return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
 }
 
 export function registerBench(program: Command): void {

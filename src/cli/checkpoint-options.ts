@@ -2,20 +2,11 @@
  * The checkpointing options shared by `tara start` and `tara bench`: the mechanism for every
  * stage, per-stage overrides and the rest from a JSON file, flags winning over the file.
  */
-import { InvalidArgumentError, Option, type Command } from "commander";
+import { Option, type Command } from "commander";
 import { readFileSync } from "node:fs";
 import { mechanisms } from "../platform/api/stage.js";
 import { checkpointConfigSchema, type CheckpointConfig } from "../platform/runtime/config.js";
-
-function count(min: number, max: number) {
-  return (text: string): number => {
-    const value = Number(text);
-    if (!Number.isInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer in ${min}..${max}`);
-    }
-    return value;
-  };
-}
+import { integer } from "./parsers.js";
 
 export function addCheckpointOptions(command: Command): Command {
   return command
@@ -31,16 +22,16 @@ export function addCheckpointOptions(command: Command): Command {
       new Option(
         "--batch-factor <n>",
         "instance updates per write (1: adaptive group commit)",
-      ).argParser(count(1, 100_000)),
+      ).argParser(integer(1, 100_000)),
     )
     .addOption(
       new Option("--batch-delay-ms <ms>", "longest wait for a batch factor to fill").argParser(
-        count(0, 60_000),
+        integer(0, 60_000),
       ),
     )
     .addOption(
       new Option("--gpc-interval-ms <ms>", "GPC: global checkpoint period").argParser(
-        count(50, 3_600_000),
+        integer(50, 3_600_000),
       ),
     )
     .option(

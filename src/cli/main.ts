@@ -1,4 +1,4 @@
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import Table from "cli-table3";
 import { readFileSync } from "node:fs";
 import { pino } from "pino";
@@ -12,22 +12,7 @@ import { adminRequest, readClusterFile } from "./cluster-client.js";
 import { registerBench } from "./bench.js";
 import { registerSim } from "./sim.js";
 import { addCheckpointOptions, checkpointConfigOf } from "./checkpoint-options.js";
-
-function integer(min: number, max: number) {
-  return (text: string): number => {
-    const value = Number(text);
-    if (!Number.isInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer in ${min}..${max}`);
-    }
-    return value;
-  };
-}
-
-function param(text: string, previous: Record<string, string>): Record<string, string> {
-  const eq = text.indexOf("=");
-  if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got ${text}`);
-  return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
-}
+import { integer, param } from "./parsers.js";
 
 /** One cell: mechanism, the latest checkpoint written (kind, id, bytes, age), recovery. */
 function checkpointSummary(status: unknown): string {

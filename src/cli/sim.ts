@@ -1,15 +1,6 @@
-import { InvalidArgumentError, Option, type Command } from "commander";
+import { Option, type Command } from "commander";
 import { runScenario, scenarioMechanisms, type ScenarioReport } from "../sim/tara-scenario.js";
-
-function integer(min: number, max: number) {
-  return (text: string): number => {
-    const value = Number(text);
-    if (!Number.isInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`expected an integer in [${min}, ${max}]`);
-    }
-    return value;
-  };
-}
+import { integer } from "./parsers.js";
 
 export function registerSim(program: Command): void {
   program
