@@ -44,6 +44,8 @@ export interface GpcHost {
   emitMarker(i: number): void;
   /** Hands a tuple to the stage. */
   deliver(delivery: Delivery): void;
+  /** Stops the installed stage acting on its own (its timers), pending a rollback. */
+  quiesce(): void;
   /** Replaces the stage by a new one in the given state and starts it. */
   restart(state: Tuple | undefined): void;
   saved(i: number): void;
@@ -115,6 +117,8 @@ export class GpcReplica {
   /** After a restore, until resume: outputs held (other replicas may not be restored yet). */
   private paused: (() => void)[] | undefined;
   private attempt = -1;
+  /** Between a restore command and the new stage: the installed stage is the old run's. */
+  private stale = false;
   private prunedAt = -Infinity;
   /** The highest checkpoint snapshotted or abandoned here: older markers are late. */
   private finished = 0;
@@ -156,12 +160,17 @@ export class GpcReplica {
 
   /** An output leaving the topology: held until a global checkpoint covers it. */
   external(send: () => void): void {
+    if (this.stale) return;
     this.externalHeld.push({ epoch: this.epoch, send });
     this.stats.held = this.externalHeld.length;
   }
 
-  /** Any output: held between a restore and the resume. */
+  /**
+   * Any output: dropped while the old stage is still installed during a rollback (it is the
+   * abandoned run's), held from the new stage's start to the resume.
+   */
   output(send: () => void): void {
+    if (this.stale) return;
     if (this.paused) this.paused.push(send);
     else send();
   }
@@ -189,6 +198,9 @@ export class GpcReplica {
     if (r <= this.attempt) return;
     this.attempt = r;
     this.restoring = r;
+    // The old stage stays installed until the checkpoint is loaded: it must not act meanwhile.
+    this.stale = true;
+    this.host.quiesce();
     this.alignment = undefined;
     this.recording = [];
     this.finished = 0;
@@ -227,6 +239,7 @@ export class GpcReplica {
     }
     if (this.attempt !== r) return; // a newer attempt took over
     this.epoch = g;
+    this.stale = false;
     this.host.restart(saved?.state);
     // What was in flight on back edges at the cut reaches the restored stage first.
     for (const [src, stream, tuple] of saved?.channel ?? [])

@@ -190,6 +190,7 @@ export class Executor {
           const name = this.outputsOf.get(placement.stage)![stream]!;
           this.deliverTuple(name, { stage: placement.stage, index: placement.index }, tuple);
         },
+        quiesce: () => this.cancelTimers(),
         restart: (state) => this.restartStage(state),
         saved: (i) => this.options.gpcReport?.({ t: "gpc-saved", i, tasks: [task] }),
         restored: (r) => {
@@ -218,10 +219,14 @@ export class Executor {
   }
 
   /** GPC rollback: a new stage object in the checkpointed state, started afresh. */
-  private restartStage(state: Tuple | undefined): void {
+  private cancelTimers(): void {
     for (const timer of this.timers.values()) timer.cancel();
     this.timers.clear();
     this.heldTimers.clear();
+  }
+
+  private restartStage(state: Tuple | undefined): void {
+    this.cancelTimers();
     this.stage = this.spec.create(this.options.self.index);
     // Restored even without a snapshot: the initial state is the checkpointed one then.
     this.stage.restore?.({ snapshot: state, updates: [] }, this.context);
