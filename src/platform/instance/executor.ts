@@ -328,11 +328,16 @@ export class Executor {
   }
 
   /** Runs `send` now, or once every update recorded so far is durable. */
-  private gate(send: () => void): void {
-    if (this.gpc) return this.gpc.output(send);
+  /** Nothing to wait for: outputs leave at once (always under PDC). */
+  private get gateOpen(): boolean {
     const log = this.instanceLog;
-    if (!log || (!log.hasUndurable && this.heldCount === 0)) send();
-    else this.held.push({ after: log.recorded, release: send });
+    return !this.gpc && (!log || (!log.hasUndurable && this.heldCount === 0));
+  }
+
+  private gate(send: () => void): void {
+    if (this.gateOpen) send();
+    else if (this.gpc) this.gpc.output(send);
+    else this.held.push({ after: this.instanceLog!.recorded, release: send });
   }
 
   private readonly now = (): number =>
@@ -452,6 +457,11 @@ export class Executor {
     this.tuplesOut++;
     const payload = encodeTuple(tuple);
     const to = dests.length === 1 ? dests[0]! : dests;
+    // The open gate (the common case) costs no closure per tuple.
+    if (this.gateOpen) {
+      if (!this.options.send(streamIndex, to, payload)) this.dropped++;
+      return;
+    }
     this.gate(() => {
       if (!this.options.send(streamIndex, to, payload)) this.dropped++;
     });
