@@ -18,6 +18,7 @@ export interface ClientRequest {
 /** A reply as a reply sink hands it to gateway `g`. */
 export interface ClientReply {
   readonly c: number;
+  /** The request answered; 0: a push, a message the state machine sends client `c` unasked. */
   readonly r: number;
   readonly g: number;
   readonly res: Uint8Array;

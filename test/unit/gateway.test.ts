@@ -16,6 +16,7 @@ import { TaraClient, TaraGatewayError } from "../../src/client/tara-client.js";
 import { writeGatewayFile } from "../../src/platform/runtime/gateway-file.js";
 import { encodeFrame } from "../../src/platform/wire/frames.js";
 import { Gateway, type GatewayOptions } from "../../src/tara/gateway/gateway.js";
+import { NativeFrontEnd } from "../../src/tara/gateway/native-front-end.js";
 import { gatewayPort, GatewayPort } from "../../src/tara/gateway/port.js";
 import { MAX_CLIENT_FRAME_BYTES, MAX_OP_BYTES } from "../../src/tara/gateway/protocol.js";
 import type { ClientRequest } from "../../src/tara/messages.js";
@@ -58,15 +59,18 @@ class World {
   /** Starts gateway `index` and publishes its addresses as the gateway process does. */
   async gateway(index: number, options: Partial<GatewayOptions> = {}): Promise<Gateway> {
     const { log, lines } = captureLog();
-    const gateway = await Gateway.start({
-      index,
-      host: HOST,
-      clientPort: 0,
-      internalPort: 0,
-      secret: SECRET,
-      log,
-      ...options,
-    });
+    const gateway = await Gateway.start(
+      {
+        index,
+        host: HOST,
+        clientPort: 0,
+        internalPort: 0,
+        secret: SECRET,
+        log,
+        ...options,
+      },
+      new NativeFrontEnd(),
+    );
     writeGatewayFile(this.runDir, index, {
       host: HOST,
       clientPort: gateway.clientPort,
@@ -199,7 +203,7 @@ describe("gateway, ports and client over loopback", () => {
       sink.open(() => undefined);
       source.open((input) => {
         const { c, r, g, op } = input as ClientRequest;
-        sink.send({ c, r, g, res: machine.apply(op) });
+        sink.send({ c, r, g, res: machine.apply(op).reply });
       });
       await portsUp(gateway, 1, 1);
       const kv = new KvClient(world.client([0]));

@@ -16,7 +16,7 @@ import {
 import { int, pick, randomBytes, withSeed, type Random } from "./helpers/random.js";
 
 function run(machine: KvStateMachine, op: KvOp): KvReply {
-  return decodeKvReply(machine.apply(encodeKvOp(op)));
+  return decodeKvReply(machine.apply(encodeKvOp(op)).reply);
 }
 
 function randomOp(random: Random): KvOp {
@@ -125,7 +125,7 @@ describe("KvStateMachine", () => {
       pack(null),
     ];
     for (const command of bad) {
-      const reply = decodeKvReply(kv.apply(command));
+      const reply = decodeKvReply(kv.apply(command).reply);
       assert.equal(reply.type, "error", `reply to ${Buffer.from(command).toString("hex")}`);
     }
     assert.deepEqual(Buffer.from(kv.snapshot()), before);
@@ -135,7 +135,7 @@ describe("KvStateMachine", () => {
     withSeed("kv random bytes", (random) => {
       const kv = new KvStateMachine();
       for (let i = 0; i < 2000; i++) {
-        const reply = decodeKvReply(kv.apply(randomBytes(random, int(random, 0, 40))));
+        const reply = decodeKvReply(kv.apply(randomBytes(random, int(random, 0, 40))).reply);
         assert.ok(["error", "get", "put", "delete", "cas"].includes(reply.type));
       }
     });

@@ -1,39 +1,53 @@
 /**
- * The gateway of one container: clients send requests to it over the native protocol
- * (protocol.ts), it hands each to one request source and passes the first reply any reply sink
- * sends back to the client waiting for it. Sources and sinks reach it through their ports
- * (port.ts) over the platform's authenticated links.
+ * The gateway of one container: the front end (native-front-end.ts, or a service's own, e.g.
+ * ZooKeeper's) accepts clients and submits their requests; the gateway hands each to one
+ * request source and passes the first reply any reply sink sends back to the requester
+ * waiting for it, and pushes (messages for no request) to the front end. Sources and sinks
+ * reach it through their ports (port.ts) over the platform's authenticated links.
  *
  * Routing: a request (c, r) entering here gets g = this gateway's index and goes to one
  * connected source, preferably replica g mod (number of sources). The pending table remembers,
- * per (c, r), the client connection to answer and the source it went to: a source link that
- * drops has its pending requests re-sent to another source at once, a client re-sending a
- * pending (c, r) takes the entry over (and it is forwarded again), the first reply deletes the
- * entry (later copies, one per sink, are dropped) and a client connection that closes drops
- * its entries. Without any source, requests wait (up to `maxUnrouted`, then OVERLOADED) and
- * leave when one connects. While a source link is congested the gateway stops reading clients.
+ * per (c, r), the requester to answer and the source it went to: a source link that drops has
+ * its pending requests re-sent to another source at once, a requester re-submitting a pending
+ * (c, r) takes the entry over (and it is forwarded again), the first reply deletes the entry
+ * (later copies, one per sink, are dropped) and a requester that goes away drops its entries.
+ * Without any source, requests wait (up to `maxUnrouted`, then they are refused) and leave
+ * when one connects. While a source link is congested the front end stops reading clients.
  */
-import { createServer, type Server, type Socket } from "node:net";
+import type { Server } from "node:net";
 import type { Logger } from "pino";
 import { listen } from "../../platform/transport/tcp.js";
 import type { Connection } from "../../platform/wire/connection.js";
-import { WireError } from "../../platform/wire/errors.js";
-import { decodeBody, encodeFrame, FrameDecoder } from "../../platform/wire/frames.js";
 import type { ClientReply, ClientRequest } from "../messages.js";
 import {
   INTERNAL_BATCH_BYTES,
-  MAX_CLIENT_FRAME_BYTES,
-  ProtocolError,
-  parseClientFrame,
   parsePortMessage,
-  type ErrorCode,
-  type ErrorFrame,
   type PortRole,
   type RegisterPort,
   type RepliesMessage,
-  type ReplyFrame,
-  type RequestFrame,
 } from "./protocol.js";
+
+/** The client side of a gateway: a listening socket and its protocol. */
+export interface FrontEnd {
+  /** Starts accepting clients on `port` (0: any); resolves with the port bound. */
+  listen(gateway: Gateway, host: string, port: number): Promise<number>;
+  /** Stops (or resumes) reading clients: a source link is congested. */
+  setPaused(paused: boolean): void;
+  /** A message of the state machine to client `push.c` of this gateway, not a reply. */
+  onPush(push: ClientReply): void;
+  /** Stops listening and drops every client. */
+  close(): Promise<void>;
+  /** The front end's counters, merged into the gateway's stats. */
+  readonly stats: Readonly<Record<string, number | boolean>>;
+}
+
+/** Who waits for the replies of the requests it submits (e.g. a client connection). */
+export interface Requester {
+  /** The first reply to a pending request of this requester. */
+  deliver(reply: ClientReply): void;
+  /** The gateway will not forward request (c, r): too many requests wait. */
+  refuse(c: number, r: number, message: string): void;
+}
 
 export interface GatewayOptions {
   /** This gateway's index: its container's. Requests entering here carry it as `g`. */
@@ -45,16 +59,15 @@ export interface GatewayOptions {
   readonly internalPort: number;
   readonly secret: Buffer;
   readonly log: Logger;
-  /** Requests kept while no source is connected; beyond this a new one is OVERLOADED. */
+  /** Requests kept while no source is connected; beyond this a new one is refused. */
   readonly maxUnrouted?: number;
-  /** Requests awaiting a reply, all clients together; beyond this a new one is OVERLOADED. */
+  /** Requests awaiting a reply, all clients together; beyond this a new one is refused. */
   readonly maxPending?: number;
   /** A link to a source queueing more than this is congested: clients are not read. */
   readonly highWatermarkBytes?: number;
 }
 
 export interface GatewayStats {
-  clients: number;
   sources: number;
   sinks: number;
   pending: number;
@@ -63,46 +76,18 @@ export interface GatewayStats {
   /** Requests sent to a source again after their source link dropped. */
   resent: number;
   replies: number;
-  /** Replies for no pending request: copies from further sinks, or for gone clients. */
+  pushes: number;
+  /** Replies for no pending request: copies from further sinks, or for gone requesters. */
   dropped: number;
-  /** Client connections closed for a protocol error. */
-  rejected: number;
   overloaded: number;
   clientsPaused: boolean;
+  /** The front end's own counters. */
+  [counter: string]: number | boolean;
 }
 
 const DEFAULT_MAX_UNROUTED = 10_000;
 const DEFAULT_MAX_PENDING = 100_000;
 const DEFAULT_HIGH_WATERMARK_BYTES = 4 * 1024 * 1024;
-/** A client that leaves this much of its replies unread is dropped. */
-const CLIENT_WRITE_LIMIT_BYTES = 64 * 1024 * 1024;
-/** After an error frame, how long a client has to close before its socket is destroyed. */
-const LINGER_MS = 5000;
-
-/** One client connection. */
-class Client {
-  readonly keys = new Set<string>();
-  readonly decoder = new FrameDecoder(MAX_CLIENT_FRAME_BYTES);
-  /** Closed for us: no more input is read, nothing more is written. */
-  closed = false;
-  private corked = false;
-
-  constructor(readonly socket: Socket) {}
-
-  /** Writes a frame; the frames of one turn leave in one write. */
-  write(frame: Buffer): void {
-    if (this.closed) return;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    this.socket.write(frame);
-  }
-}
 
 /** A registered port's link. */
 interface PortLink {
@@ -124,15 +109,16 @@ interface Entry {
   readonly c: number;
   readonly r: number;
   op: Uint8Array;
-  client: Client;
+  requester: Requester;
   source: PortLink | undefined;
 }
 
 export class Gateway {
-  private readonly clients = new Set<Client>();
   private readonly sources = new Map<string, PortLink>();
   private readonly sinks = new Map<string, PortLink>();
   private readonly pending = new Map<string, Entry>();
+  /** The keys of each requester's pending entries. */
+  private readonly byRequester = new Map<Requester, Set<string>>();
   /** Entries waiting for a source, oldest first. */
   private readonly unrouted = new Set<Entry>();
   private readonly congested = new Set<PortLink>();
@@ -147,18 +133,20 @@ export class Gateway {
     requests: 0,
     resent: 0,
     replies: 0,
+    pushes: 0,
     dropped: 0,
-    rejected: 0,
     overloaded: 0,
   };
 
   private internalServer: Server | undefined;
-  private clientServer: Server | undefined;
   /** The ports it listens on (the ones asked for, or the ones the system chose). */
   internalPort = 0;
   clientPort = 0;
 
-  private constructor(private readonly options: GatewayOptions) {
+  private constructor(
+    private readonly options: GatewayOptions,
+    private readonly frontEnd: FrontEnd,
+  ) {
     this.maxUnrouted = options.maxUnrouted ?? DEFAULT_MAX_UNROUTED;
     this.maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
   }
@@ -167,9 +155,13 @@ export class Gateway {
     return this.options.index;
   }
 
+  get log(): Logger {
+    return this.options.log;
+  }
+
   /** Listens on both ports; rejects (e.g. EADDRINUSE) with nothing left open. */
-  static async start(options: GatewayOptions): Promise<Gateway> {
-    const gateway = new Gateway(options);
+  static async start(options: GatewayOptions, frontEnd: FrontEnd): Promise<Gateway> {
+    const gateway = new Gateway(options, frontEnd);
     const { server, port } = await listen<RegisterPort | RepliesMessage>(
       { host: options.host, port: options.internalPort },
       {
@@ -183,7 +175,7 @@ export class Gateway {
     gateway.internalServer = server;
     gateway.internalPort = port;
     try {
-      await gateway.listenClients();
+      gateway.clientPort = await frontEnd.listen(gateway, options.host, options.clientPort);
     } catch (error) {
       server.close();
       throw error;
@@ -193,7 +185,7 @@ export class Gateway {
 
   get stats(): GatewayStats {
     return {
-      clients: this.clients.size,
+      ...this.frontEnd.stats,
       sources: this.sources.size,
       sinks: this.sinks.size,
       pending: this.pending.size,
@@ -207,115 +199,26 @@ export class Gateway {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const closing = [this.internalServer, this.clientServer].map(
-      (server) =>
-        new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())),
+    const closing = new Promise<void>((resolve) =>
+      this.internalServer ? this.internalServer.close(() => resolve()) : resolve(),
     );
-    for (const client of this.clients) client.socket.destroy();
     for (const connection of this.portConnections) connection.close("gateway closed");
-    await Promise.all(closing);
+    await Promise.all([closing, this.frontEnd.close()]);
   }
 
-  // ---- clients ----
+  // ---- requesters ----
 
-  private listenClients(): Promise<void> {
-    const server = createServer((socket) => this.acceptClient(socket));
-    this.clientServer = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.options.clientPort, this.options.host, () => {
-        server.off("error", reject);
-        const bound = server.address();
-        if (bound === null || typeof bound === "string") throw new Error("unexpected address");
-        this.clientPort = bound.port;
-        resolve();
-      });
-    });
-  }
-
-  private acceptClient(socket: Socket): void {
-    if (this.closed) {
-      socket.destroy();
-      return;
-    }
-    socket.setNoDelay(true);
-    const client = new Client(socket);
-    this.clients.add(client);
-    if (this.clientsPaused) socket.pause();
-    socket.on("data", (chunk: Buffer) => this.onClientData(client, chunk));
-    socket.on("error", () => undefined); // followed by close
-    socket.on("close", () => this.dropClient(client));
-  }
-
-  private onClientData(client: Client, chunk: Buffer): void {
-    if (client.closed) return;
-    let bodies: Buffer[];
-    try {
-      bodies = client.decoder.push(chunk);
-    } catch (error) {
-      const code: ErrorCode =
-        error instanceof WireError && error.code === "FRAME_TOO_LARGE"
-          ? "FRAME_TOO_LARGE"
-          : "MALFORMED";
-      this.reject(client, code, (error as Error).message);
-      return;
-    }
-    for (const body of bodies) {
-      let request: RequestFrame;
-      try {
-        request = parseClientFrame(decodeBody(body));
-      } catch (error) {
-        if (error instanceof ProtocolError) this.reject(client, error.code, error.message);
-        else this.reject(client, "MALFORMED", (error as Error).message);
-        return;
-      }
-      this.onRequest(client, request);
-    }
-  }
-
-  /** Answers a bad frame with an error frame and closes that client's connection. */
-  private reject(client: Client, code: ErrorCode, message: string): void {
-    this.counters.rejected++;
-    this.options.log.warn(
-      {
-        event: "client-rejected",
-        code,
-        reason: message,
-        remote: `${client.socket.remoteAddress}:${client.socket.remotePort}`,
-      },
-      "bad frame from a client, closing its connection",
-    );
-    const frame: ErrorFrame = { t: "error", code, message };
-    client.write(encodeFrame(frame));
-    client.closed = true;
-    this.dropClient(client);
-    // Input that follows is discarded; the client has a while to read the error and close.
-    client.socket.resume();
-    client.socket.end();
-    setTimeout(() => client.socket.destroy(), LINGER_MS).unref();
-  }
-
-  private dropClient(client: Client): void {
-    client.closed = true;
-    if (!this.clients.delete(client)) return;
-    for (const key of client.keys) {
-      const entry = this.pending.get(key);
-      if (entry && entry.client === client) this.forget(entry);
-    }
-    client.keys.clear();
-  }
-
-  private onRequest(client: Client, request: RequestFrame): void {
+  /** Forwards request (c, r) of `requester`; its reply comes back through `deliver`. */
+  submit(requester: Requester, c: number, r: number, op: Uint8Array): void {
     this.counters.requests++;
-    const { c, r, op } = request;
     const key = `${c}:${r}`;
     const existing = this.pending.get(key);
     if (existing) {
       // A retry: it takes the entry over and goes out again (the first copy may be lost).
-      if (existing.client !== client) {
-        existing.client.keys.delete(key);
-        existing.client = client;
-        client.keys.add(key);
+      if (existing.requester !== requester) {
+        this.keysOf(existing.requester).delete(key);
+        existing.requester = requester;
+        this.keysOf(requester).add(key);
       }
       existing.op = op;
       existing.source?.assigned.delete(existing);
@@ -330,28 +233,42 @@ export class Gateway {
       (noSource && this.unrouted.size >= this.maxUnrouted)
     ) {
       this.counters.overloaded++;
-      const frame: ErrorFrame = {
-        t: "error",
-        code: "OVERLOADED",
-        message: noSource
-          ? "no request source is connected to this gateway and too many requests wait"
-          : "too many requests pending at this gateway",
+      requester.refuse(
         c,
         r,
-      };
-      client.write(encodeFrame(frame));
+        noSource
+          ? "no request source is connected to this gateway and too many requests wait"
+          : "too many requests pending at this gateway",
+      );
       return;
     }
-    const entry: Entry = { key, c, r, op, client, source: undefined };
+    const entry: Entry = { key, c, r, op, requester, source: undefined };
     this.pending.set(key, entry);
-    client.keys.add(key);
+    this.keysOf(requester).add(key);
     this.route(entry);
+  }
+
+  /** The requester is gone: its pending requests are forgotten (not withdrawn from sources). */
+  withdraw(requester: Requester): void {
+    const keys = this.byRequester.get(requester);
+    if (!keys) return;
+    this.byRequester.delete(requester);
+    for (const key of keys) {
+      const entry = this.pending.get(key);
+      if (entry && entry.requester === requester) this.forget(entry);
+    }
+  }
+
+  private keysOf(requester: Requester): Set<string> {
+    let keys = this.byRequester.get(requester);
+    if (!keys) this.byRequester.set(requester, (keys = new Set()));
+    return keys;
   }
 
   /** Removes an entry from every table. */
   private forget(entry: Entry): void {
     this.pending.delete(entry.key);
-    entry.client.keys.delete(entry.key);
+    this.byRequester.get(entry.requester)?.delete(entry.key);
     entry.source?.assigned.delete(entry);
     this.unrouted.delete(entry);
   }
@@ -422,10 +339,7 @@ export class Gateway {
       { event: pause ? "clients-paused" : "clients-resumed" },
       pause ? "a source link is congested: not reading clients" : "source links drained",
     );
-    for (const client of this.clients) {
-      if (pause) client.socket.pause();
-      else client.socket.resume();
-    }
+    this.frontEnd.setPaused(pause);
   }
 
   // ---- ports ----
@@ -513,20 +427,23 @@ export class Gateway {
 
   private onReplies(replies: readonly ClientReply[]): void {
     for (const reply of replies) {
-      const entry =
-        reply.g === this.options.index ? this.pending.get(`${reply.c}:${reply.r}`) : undefined;
+      if (reply.g !== this.options.index) {
+        this.counters.dropped++;
+        continue;
+      }
+      if (reply.r === 0) {
+        this.counters.pushes++;
+        this.frontEnd.onPush(reply);
+        continue;
+      }
+      const entry = this.pending.get(`${reply.c}:${reply.r}`);
       if (!entry) {
         this.counters.dropped++;
         continue;
       }
       this.forget(entry);
       this.counters.replies++;
-      const frame: ReplyFrame = { t: "rep", c: reply.c, r: reply.r, res: reply.res };
-      entry.client.write(encodeFrame(frame));
-      if (entry.client.socket.writableLength > CLIENT_WRITE_LIMIT_BYTES) {
-        this.options.log.warn({ event: "client-overflow" }, "a client does not read its replies");
-        entry.client.socket.destroy();
-      }
+      entry.requester.deliver(reply);
     }
   }
 }

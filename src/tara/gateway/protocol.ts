@@ -134,7 +134,9 @@ const index = z
   .min(0)
   .max(1 << 20);
 const clientRequestSchema = z.object({ c: idSchema, r: idSchema, g: index, op: opBytes });
-const clientReplySchema = z.object({ c: idSchema, r: idSchema, g: index, res: bytes });
+/** r = 0: a push (see ClientReply). */
+const replyIdSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const clientReplySchema = z.object({ c: idSchema, r: replyIdSchema, g: index, res: bytes });
 
 export const registerPortSchema = z.object({
   t: z.literal("register"),

@@ -4,7 +4,7 @@
  */
 import { pack, unpack } from "msgpackr";
 import { z } from "zod";
-import type { StateMachine } from "../state-machine.js";
+import type { Applied, StateMachine } from "../state-machine.js";
 
 export type KvOp =
   | { type: "get"; key: string }
@@ -48,8 +48,8 @@ export function decodeKvReply(bytes: Uint8Array): KvReply {
 export class KvStateMachine implements StateMachine {
   private readonly entries = new Map<string, string>();
 
-  apply(command: Uint8Array): Uint8Array {
-    return pack(this.execute(command));
+  apply(command: Uint8Array): Applied {
+    return { reply: pack(this.execute(command)) };
   }
 
   snapshot(): Uint8Array {

@@ -63,6 +63,8 @@ type SnapshotBody = {
   state: Uint8Array;
   clients: [number, number, Uint8Array][];
   applied: number;
+  /** The time of the latest batch executed (see `execute`). */
+  time: number;
 };
 
 export class Executor implements Stage {
@@ -75,6 +77,8 @@ export class Executor implements Stage {
    * part of the replicated state, so it is the same at every executor, whatever its history.
    */
   applied = 0;
+  /** The leader's time of the latest batch executed, never decreasing: replicated state. */
+  private time = 0;
   private readonly clients = new Map<number, ClientEntry>();
   /** Votes per sequence number: by "view:digest", the committers and the value. */
   private readonly votes = new Map<number, Map<string, { from: Set<number>; value: Value }>>();
@@ -261,17 +265,27 @@ export class Executor implements Stage {
 
   private execute(entry: LogEntry, ctx: StageContext): void {
     const replies: ClientReply[] = [];
-    for (const req of decodeBatch(entry.b)) {
+    const batch = decodeBatch(entry.b);
+    // A new leader may re-propose an old batch, or its clock may lag: time never goes back.
+    this.time = Math.max(this.time, batch.time);
+    for (const req of batch.requests) {
       const known = this.clients.get(req.c);
       if (known && req.r < known.r) continue; // superseded: the client has moved on
       if (known && req.r === known.r) {
         replies.push({ c: req.c, r: req.r, g: req.g, res: known.res });
         continue;
       }
-      const res = this.machine.apply(req.op);
+      const { reply, pushes, forget } = this.machine.apply(req.op, {
+        s: entry.s,
+        time: this.time,
+        c: req.c,
+        g: req.g,
+      });
       this.applied++;
-      this.clients.set(req.c, { r: req.r, res });
-      replies.push({ c: req.c, r: req.r, g: req.g, res });
+      this.clients.set(req.c, { r: req.r, res: reply });
+      replies.push({ c: req.c, r: req.r, g: req.g, res: reply });
+      if (pushes) for (const push of pushes) replies.push({ ...push, r: 0 });
+      if (forget) for (const c of forget) this.clients.delete(c);
     }
     this.lastExecuted = entry.s;
     this.log.push(entry);
@@ -297,6 +311,7 @@ export class Executor implements Stage {
       state: this.machine.snapshot(),
       clients,
       applied: this.applied,
+      time: this.time,
     };
     return pack(body);
   }
@@ -405,6 +420,7 @@ export class Executor implements Stage {
   private installBody(bytes: Uint8Array): void {
     const body = unpack(bytes) as SnapshotBody;
     this.applied = body.applied;
+    this.time = body.time;
     this.machine.restore(body.state);
     this.clients.clear();
     for (const [c, r, res] of body.clients) this.clients.set(c, { r, res });

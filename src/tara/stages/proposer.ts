@@ -268,7 +268,7 @@ export class Proposer implements Stage {
         if (batch.length === this.config.batchMax) break;
       }
       this.proposed += batch.length;
-      this.propose(encodeBatch(batch), ctx);
+      this.propose(encodeBatch(batch, Math.floor(ctx.clock.now())), ctx);
     }
   }
 
