@@ -14,6 +14,9 @@ import { registerSim } from "./sim.js";
 import { addCheckpointOptions, checkpointConfigOf } from "./checkpoint-options.js";
 import { integer, param } from "./parsers.js";
 
+/** ZooKeeper's client port: the zk service's first gateway listens there by default. */
+const ZK_GATEWAY_PORT = 2181;
+
 /** One cell: mechanism, the latest checkpoint written (kind, id, bytes, age), recovery. */
 function checkpointSummary(status: unknown): string {
   if (!status || typeof status !== "object") return "-";
@@ -55,8 +58,9 @@ export async function main(argv: string[]): Promise<void> {
     .description("run a topology locally in the foreground until SIGINT/SIGTERM")
     .option(
       "--topology <name|module>",
-      "built-in topology (kv: the replicated key-value service; demo) or module path",
-      "kv",
+      "built-in topology (zk: the replicated ZooKeeper service; kv: a replicated key-value " +
+        "service; demo) or module path",
+      "zk",
     )
     .option("--param <key=value>", "topology parameter (repeatable)", param, {})
     .addOption(
@@ -73,10 +77,9 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(
       new Option(
         "--gateway-port <port>",
-        "client port of container 0's gateway; container c's is this + c (0: any)",
-      )
-        .argParser(integer(0, 65535))
-        .default(DEFAULT_GATEWAY_PORT),
+        "client port of container 0's gateway; container c's is this + c (0: any) " +
+          `(default: ${ZK_GATEWAY_PORT} for zk, else ${DEFAULT_GATEWAY_PORT})`,
+      ).argParser(integer(0, 65535)),
     )
     .option(
       "--secret-file <path>",
@@ -115,7 +118,9 @@ export async function main(argv: string[]): Promise<void> {
         dataDir: options.dataDir,
         host: options.host,
         adminPort: options.adminPort,
-        gatewayPort: options.gatewayPort,
+        gatewayPort:
+          options.gatewayPort ??
+          (options.topology === "zk" ? ZK_GATEWAY_PORT : DEFAULT_GATEWAY_PORT),
         secret,
         heartbeatMs: options.heartbeatMs,
         heartbeatTimeoutMs: options.heartbeatTimeoutMs,
@@ -138,6 +143,9 @@ export async function main(argv: string[]): Promise<void> {
         `, logs in ${cluster.config.dataDir}/logs; Ctrl-C stops`,
     );
     if (cluster.gateways.length > 0) console.log(`gateways: ${cluster.gateways.join(" ")}`);
+    if (options.topology === "zk") {
+      console.log(`ZooKeeper connection string: ${cluster.gateways.join(",")}`);
+    }
     await new Promise<void>((resolve) => {
       process.once("SIGINT", resolve);
       process.once("SIGTERM", resolve);

@@ -33,6 +33,8 @@ function rollbacks(cluster: TestCluster): number {
 describe("replicated key-value service under GPC", () => {
   it("rolls back the whole topology after each SIGKILL: no request lost or applied twice", async () => {
     cluster = await TestCluster.start([
+      "--topology",
+      "kv",
       "--gateway-port",
       "0",
       "--mechanism",

@@ -48,6 +48,8 @@ for (const mechanism of ["lpc-cs", "lpc-cm"]) {
   describe(`replicated key-value service, ${mechanism} with instance checkpoints`, () => {
     it("recovers each SIGKILLed replica exactly: no request lost or applied twice", async () => {
       const cluster = await TestCluster.start([
+        "--topology",
+        "kv",
         "--gateway-port",
         "0",
         "--mechanism",

@@ -25,6 +25,8 @@ after(async () => {
 
 async function start(bucket: string, args: string[]): Promise<TestCluster> {
   const cluster = await TestCluster.start([
+    "--topology",
+    "kv",
     "--gateway-port",
     "0",
     "--checkpoint-store",

@@ -6,6 +6,7 @@ import type { ClusterConfig } from "./config.js";
 
 /** Topologies `tara start --topology <name>` knows by name. */
 const builtIn: Record<string, URL> = {
+  zk: new URL("../../zk/topology.js", import.meta.url),
   kv: new URL("../../tara/kv/topology.js", import.meta.url),
   demo: new URL("../demo/topology.js", import.meta.url),
 };
