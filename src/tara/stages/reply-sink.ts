@@ -3,7 +3,8 @@
  * each client's reply on to the client's gateway once. Copies of the same execution (the same
  * request at the same sequence number) are dropped; a retried request answered again at a later
  * sequence number (from the executors' client table) is passed on again, since the client may
- * have lost the first one.
+ * have lost the first one. Pushes (r = 0: messages to clients that asked nothing) pass once per
+ * sequence number.
  */
 import type { Incoming, Stage, StageContext } from "../../platform/api/stage.js";
 import { decodeReplies } from "../batch.js";
@@ -27,6 +28,12 @@ export class ReplySink implements Stage {
     this.handled.add(s);
     if (this.handled.size > SEQUENCES_MAX) this.handled.delete(this.handled.values().next().value!);
     for (const reply of decodeReplies(b)) {
+      if (reply.r === 0) {
+        // A push answers no request: only its sequence number makes it a copy (above).
+        this.forwarded++;
+        ctx.external.send(reply);
+        continue;
+      }
       const last = this.delivered.get(reply.c);
       if (last && (reply.r < last.r || (reply.r === last.r && s <= last.s))) continue;
       this.delivered.delete(reply.c);
