@@ -195,7 +195,7 @@ class ZkConnection implements Requester {
     this.queueBytes += body.length;
     if (this.queueBytes > QUEUE_HIGH_BYTES && !this.readingPaused) {
       this.readingPaused = true;
-      this.socket.pause();
+      this.updateReading();
     }
     this.send();
   }
@@ -214,10 +214,16 @@ class ZkConnection implements Requester {
     this.queueBytes -= bytes;
     if (this.readingPaused && this.queueBytes < QUEUE_HIGH_BYTES / 2) {
       this.readingPaused = false;
-      if (!this.frontEnd.paused) this.socket.resume();
+      this.updateReading();
     }
     this.inflight = { reqs, at: performance.now() };
     this.submit({ t: "requests", session: this.session, reqs });
+  }
+
+  /** Reads the socket unless this connection queues too much or the gateway is congested. */
+  updateReading(): void {
+    if (this.readingPaused || this.frontEnd.paused) this.socket.pause();
+    else this.socket.resume();
   }
 
   private submit(command: ZkCommand): void {
@@ -346,10 +352,7 @@ export class ZkFrontEnd implements FrontEnd {
 
   setPaused(paused: boolean): void {
     this.paused = paused;
-    for (const connection of this.connections.values()) {
-      if (paused) connection.socket.pause();
-      else connection.socket.resume();
-    }
+    for (const connection of this.connections.values()) connection.updateReading();
   }
 
   onPush(push: ClientReply): void {
