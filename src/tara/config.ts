@@ -16,6 +16,8 @@ export const taraConfigSchema = z
     window: int(2, 10_000_000).optional(),
     /** Most requests in one proposal. */
     batchMax: int(1, 100_000).default(256),
+    /** Most bytes of requests in one proposal (or request batch); a larger request goes alone. */
+    batchBytes: int(1024, 256 * 1024 * 1024).default(1024 * 1024),
     /** How long the leader (and a request source) waits to fill a batch; 0: the end of the current turn. */
     batchDelayMs: int(0, 10_000).default(0),
     /** The leader's heartbeat period when it has nothing to propose. */

@@ -103,7 +103,11 @@ export interface Promise {
   readonly c: number;
   readonly v: number;
   readonly lw: number;
+  /** This part's share of the accepted entries: a promise is sent in parts of bounded size. */
   readonly accepted: readonly AcceptedEntry[];
+  /** Part `part` (from 0) of `parts`: the promise counts once every part has arrived. */
+  readonly part: number;
+  readonly parts: number;
 }
 
 export type CommitterVote = ViewChange | Promise;

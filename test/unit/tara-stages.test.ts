@@ -14,7 +14,12 @@ import {
   KvStateMachine,
   type KvOp,
 } from "../../src/tara/kv/kv-state-machine.js";
-import { streams, type Checkpointed, type ClientReply } from "../../src/tara/messages.js";
+import {
+  streams,
+  type Checkpointed,
+  type ClientReply,
+  type Promise,
+} from "../../src/tara/messages.js";
 import type { Committer } from "../../src/tara/stages/committer.js";
 import type { Executor } from "../../src/tara/stages/executor.js";
 import type { Proposer } from "../../src/tara/stages/proposer.js";
@@ -23,6 +28,7 @@ import { stages, taraTopology } from "../../src/tara/topology.js";
 function cluster(seed: number, config: Record<string, number> = {}) {
   const replies: ClientReply[] = [];
   const checkpoints: { from: ReplicaId; report: Checkpointed }[] = [];
+  const promises: Promise[] = [];
   const topology = taraTopology({
     name: "tara-test",
     config: parseTaraConfig({ f: 1, checkpointInterval: 5, heartbeatMs: 10, ...config }),
@@ -38,6 +44,9 @@ function cluster(seed: number, config: Record<string, number> = {}) {
     onEmit: (from, stream, tuple) => {
       if (stream === streams.checkpointed)
         checkpoints.push({ from, report: tuple as Checkpointed });
+      if (stream === streams.votes && (tuple as Promise).t === "promise") {
+        promises.push(tuple as Promise);
+      }
     },
   });
   sim.start();
@@ -45,20 +54,25 @@ function cluster(seed: number, config: Record<string, number> = {}) {
   const submit = (c: number, r: number, op: KvOp, source = 0) =>
     sim.deliverExternal(id(stages.requestSource, source), { c, r, g: 0, op: encodeKvOp(op) });
   const executors = () => sim.replicasOf(stages.executor).map((e) => sim.stage<Executor>(e));
-  return { sim, replies, checkpoints, id, submit, executors };
+  return { sim, replies, checkpoints, promises, id, submit, executors };
 }
 
 /**
  * A client that runs `count` puts one after another, each after the previous reply, and
  * retries a request (same id, the other request source) after 200 ms without a reply.
  */
-function closedLoop(t: ReturnType<typeof cluster>, c: number, count: number): () => boolean {
+function closedLoop(
+  t: ReturnType<typeof cluster>,
+  c: number,
+  count: number,
+  value = (r: number) => `${r}`,
+): () => boolean {
   let r = 0;
   let sentAt = 0;
   let attempt = 0;
   const send = () => {
     sentAt = t.sim.now;
-    t.submit(c, r, { type: "put", key: `k${c}`, value: `${r}` }, attempt++ % 2);
+    t.submit(c, r, { type: "put", key: `k${c}`, value: value(r) }, attempt++ % 2);
   };
   const done = () => t.replies.some((reply) => reply.c === c && reply.r === count);
   r = 1;
@@ -151,6 +165,26 @@ test("after the leader crashes the next proposer takes over and nothing is lost"
   const digests = new Set(t.executors().map((e) => e.stateDigest()));
   assert.equal(digests.size, 1);
   for (const e of t.executors()) assert.equal(e.applied, 40);
+});
+
+test("a view change over more accepted bytes than one message should carry: promises go in parts", () => {
+  // 24 values of 700 kB above the stable checkpoint: about 16 MiB per committer's promise.
+  const t = cluster(5, { viewChangeMs: 50, checkpointInterval: 1000 });
+  const big = (r: number) => `${r}`.padEnd(700_000, "x");
+  const busy = closedLoop(t, 1, 30, big);
+  t.sim.runWhile(() => !t.replies.some((r) => r.r === 24), 10_000);
+  t.sim.crash(t.id(stages.proposer, 0));
+  assert.ok(t.sim.runWhile(busy, t.sim.now + 20_000));
+  const parts = Math.max(...t.promises.map((p) => p.parts));
+  assert.ok(parts >= 4, `promises went in ${parts} part(s)`);
+  for (const p of t.promises) {
+    const bytes = p.accepted.reduce((n, e) => n + e.b.length, 0);
+    assert.ok(bytes <= 4 * 1024 * 1024 || p.accepted.length === 1, `a part of ${bytes} bytes`);
+  }
+  assert.equal(t.sim.stage<Proposer>(t.id(stages.proposer, 1)).role, "leader");
+  // The client saw its last reply: every executor gets there too.
+  t.sim.runWhile(() => t.executors().some((e) => e.applied < 30), t.sim.now + 5000);
+  for (const e of t.executors()) assert.equal(e.applied, 30);
 });
 
 test("proposals lost on their way to every committer are proposed again (gap repair)", () => {

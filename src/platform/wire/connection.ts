@@ -6,7 +6,13 @@
  */
 import type { Socket } from "node:net";
 import { WireError } from "./errors.js";
-import { decodeBody, encodeFrame, FrameDecoder, DEFAULT_MAX_FRAME_BYTES } from "./frames.js";
+import {
+  decodeBody,
+  encodeFrame,
+  FrameDecoder,
+  DEFAULT_MAX_FRAME_BYTES,
+  HANDSHAKE_MAX_FRAME_BYTES,
+} from "./frames.js";
 import { TupleWriter, type TupleFrameType } from "./tuples.js";
 import { clientProof, newNonce, proofsEqual, serverProof } from "./handshake.js";
 import { challengeSchema, helloSchema, welcomeSchema, type Role } from "./messages.js";
@@ -77,7 +83,10 @@ export class Connection<In> {
   constructor(private readonly options: ConnectionOptions<In>) {
     this.socket = options.socket;
     this.socket.setNoDelay(true);
-    this.decoder = new FrameDecoder(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    // Until the peer proves it knows the secret, only handshake-sized frames are buffered.
+    this.decoder = new FrameDecoder(
+      Math.min(HANDSHAKE_MAX_FRAME_BYTES, options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES),
+    );
     this.highWatermark = options.highWatermarkBytes ?? 8 * 1024 * 1024;
     const nonce = newNonce();
     if (options.side === "server") {
@@ -315,6 +324,7 @@ export class Connection<In> {
   private becomeReady(peer: Peer): void {
     clearTimeout(this.handshakeTimer);
     this.handshake = { step: "ready" };
+    this.decoder.maxFrameBytes = this.options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.peer = peer;
     this.handlers?.onReady?.(peer);
     if ((this.pending.length > 0 || this.batch !== undefined) && !this.flushScheduled) {

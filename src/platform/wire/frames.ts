@@ -6,7 +6,13 @@
 import { C1, Packr, Unpackr } from "msgpackr";
 import { WireError } from "./errors.js";
 
-export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/**
+ * The largest frame of an authenticated platform link: the largest message (a tuple, or a turn's
+ * tuples) the platform carries. Large because a tuple may hold a whole group checkpoint.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024;
+/** The largest frame before a peer has authenticated: handshake messages are tiny. */
+export const HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024;
 const HEADER_BYTES = 4;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -36,7 +42,8 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  /** The size limit may be raised (e.g. once a peer has authenticated). */
+  constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
   /** Bytes received but not yet returned as a frame body. */
   get pendingBytes(): number {

@@ -127,14 +127,19 @@ export class Committer implements Stage {
       this.want = message.v;
       this.lastHeard = ctx.clock.now();
       this.record({ p: message.v }, ctx);
-      const promise: PromiseMessage = {
-        t: "promise",
-        c: this.self,
-        v: message.v,
-        lw: this.lw,
-        accepted: [...this.accepted.values()],
-      };
-      ctx.emit(streams.votes, promise);
+      const parts = splitBySize([...this.accepted.values()], PROMISE_PART_BYTES);
+      parts.forEach((accepted, part) => {
+        const promise: PromiseMessage = {
+          t: "promise",
+          c: this.self,
+          v: message.v,
+          lw: this.lw,
+          accepted,
+          part,
+          parts: parts.length,
+        };
+        ctx.emit(streams.votes, promise);
+      });
       this.report(ctx);
       return;
     }
@@ -184,4 +189,27 @@ export class Committer implements Stage {
       accepted: this.accepted.size,
     });
   }
+}
+
+/**
+ * Most bytes of values in one promise part: everything accepted above the stable checkpoint
+ * (up to a window of batches) can be far more than one tuple should carry.
+ */
+const PROMISE_PART_BYTES = 4 * 1024 * 1024;
+
+/** Consecutive groups of at most `limit` bytes of values (at least one entry each; one group if none). */
+function splitBySize(entries: AcceptedEntry[], limit: number): AcceptedEntry[][] {
+  const groups: AcceptedEntry[][] = [[]];
+  let bytes = 0;
+  for (const entry of entries) {
+    const last = groups[groups.length - 1]!;
+    if (last.length > 0 && bytes + entry.b.length > limit) {
+      groups.push([entry]);
+      bytes = entry.b.length;
+    } else {
+      last.push(entry);
+      bytes += entry.b.length;
+    }
+  }
+  return groups;
 }

@@ -58,7 +58,8 @@ export class Proposer implements Stage {
   private lw = 0;
   private readonly stable: StableCheckpoints;
   private readonly wants = new Map<number, number>();
-  private readonly promises = new Map<number, PromiseMessage>();
+  /** Promises for our candidacy, per committer, as their parts arrive. */
+  private readonly promises = new Map<number, PromiseParts>();
   private lastSent = 0;
   private batchPending = false;
   /** What this leader proposed above the stable checkpoint, to fill gaps executors report. */
@@ -196,13 +197,21 @@ export class Proposer implements Stage {
   }
 
   private onPromise(promise: PromiseMessage, ctx: StageContext): void {
-    this.promises.set(promise.c, promise);
-    if (this.promises.size < this.config.f + 1) return;
+    let parts = this.promises.get(promise.c);
+    if (!parts) {
+      parts = { lw: promise.lw, parts: promise.parts, got: new Set(), accepted: [] };
+      this.promises.set(promise.c, parts);
+    }
+    if (parts.got.has(promise.part)) return;
+    parts.got.add(promise.part);
+    parts.accepted.push(...promise.accepted);
+    const complete = [...this.promises.values()].filter((p) => p.got.size === p.parts);
+    if (complete.length < this.config.f + 1) return;
     let low = this.lw;
-    for (const p of this.promises.values()) low = Math.max(low, p.lw);
+    for (const p of complete) low = Math.max(low, p.lw);
     const values = new Map<number, AcceptedEntry>();
     let high = low;
-    for (const p of this.promises.values()) {
+    for (const p of complete) {
       for (const entry of p.accepted) {
         if (entry.s <= low) continue;
         const known = values.get(entry.s);
@@ -262,10 +271,12 @@ export class Proposer implements Stage {
     if (this.role !== "leader") return;
     while (this.waiting.size > 0 && this.nextSeq <= this.lw + this.config.window) {
       const batch: ClientRequest[] = [];
+      let bytes = 0;
       for (const [key, { req }] of this.waiting) {
         this.waiting.delete(key);
         batch.push(req);
-        if (batch.length === this.config.batchMax) break;
+        bytes += req.op.length;
+        if (batch.length === this.config.batchMax || bytes >= this.config.batchBytes) break;
       }
       this.proposed += batch.length;
       this.propose(encodeBatch(batch, Math.floor(ctx.clock.now())), ctx);
@@ -302,4 +313,12 @@ export class Proposer implements Stage {
       waiting: this.waiting.size,
     });
   }
+}
+
+/** A committer's promise, gathered from its parts. */
+interface PromiseParts {
+  readonly lw: number;
+  readonly parts: number;
+  readonly got: Set<number>;
+  readonly accepted: AcceptedEntry[];
 }

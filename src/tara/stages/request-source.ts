@@ -9,13 +9,20 @@ import { streams, type ClientRequest, type RequestBatch } from "../messages.js";
 
 export class RequestSource implements Source {
   private pending: ClientRequest[] = [];
+  private pendingBytes = 0;
 
   constructor(private readonly config: TaraConfig) {}
 
   onExternal(input: unknown, ctx: StageContext): void {
-    this.pending.push(input as ClientRequest);
-    if (this.pending.length >= this.config.batchMax) this.flush(ctx);
-    else if (this.pending.length === 1) ctx.timers.set("flush", this.config.batchDelayMs);
+    const request = input as ClientRequest;
+    this.pending.push(request);
+    this.pendingBytes += request.op.length;
+    if (
+      this.pending.length >= this.config.batchMax ||
+      this.pendingBytes >= this.config.batchBytes
+    ) {
+      this.flush(ctx);
+    } else if (this.pending.length === 1) ctx.timers.set("flush", this.config.batchDelayMs);
   }
 
   onTimer(_name: string, ctx: StageContext): void {
@@ -27,6 +34,7 @@ export class RequestSource implements Source {
     ctx.timers.cancel("flush");
     const batch: RequestBatch = { t: "requests", reqs: this.pending };
     this.pending = [];
+    this.pendingBytes = 0;
     ctx.emit(streams.requests, batch);
   }
 }
