@@ -31,7 +31,7 @@ import {
   writeMultiResults,
   writeStat,
 } from "./protocol.js";
-import { Err, OpCode, Xid, type Id, type ZkRequest } from "./types.js";
+import { Err, OpCode, type Id, type ZkRequest } from "./types.js";
 import { Watches } from "./watches.js";
 
 export interface ZkServiceConfig {
@@ -367,7 +367,8 @@ export class ZkStateMachine implements StateMachine {
         return reply(0);
       case OpCode.auth: {
         if (req.scheme !== "digest") {
-          box.frames.push(replyFrame(Xid.auth, 0, Err.authFailed));
+          // The request's xid echoed (clients send -4), as ZooKeeper does.
+          box.frames.push(replyFrame(xid, 0, Err.authFailed));
           box.close = `authentication failed: unknown scheme ${req.scheme}`;
           return;
         }
