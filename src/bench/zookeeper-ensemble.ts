@@ -30,7 +30,10 @@ const START_ATTEMPTS = 3;
 export interface Ensemble {
   /** "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3". */
   readonly connectString: string;
-  readonly servers: { readonly port: number; readonly dir: string }[];
+  /** In server id order (myid 1, 2, 3); `pid` is the server's JVM. */
+  readonly servers: { readonly port: number; readonly dir: string; readonly pid: number }[];
+  /** The JVM options every server runs with. */
+  readonly jvmOptions: readonly string[];
   /** Kills every server (SIGKILL), waits until each has exited, removes the directories. */
   stop(): Promise<void>;
 }
@@ -54,18 +57,32 @@ export function zookeeperMissing(): string | undefined {
   return undefined;
 }
 
+export interface EnsembleOptions {
+  /**
+   * Let the JVMs compile hot code with C2, as a production server does (for benchmarks). By
+   * default they stop at C1 (`-XX:TieredStopAtLevel=1`), which starts faster: right for tests.
+   */
+  fullJit?: boolean;
+}
+
 /** Starts a 3-server ensemble and resolves once every server is a leader or a follower. */
-export async function startEnsemble(): Promise<Ensemble> {
+export async function startEnsemble(options: EnsembleOptions = {}): Promise<Ensemble> {
   const missing = zookeeperMissing();
   if (missing !== undefined) throw new Error(missing);
+  const jvmOptions = [
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    ...(options.fullJit ? [] : ["-XX:TieredStopAtLevel=1"]),
+  ];
   let lastError: unknown;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
-    const servers = await launch();
+    const servers = await launch(jvmOptions);
     try {
       await waitReady(servers);
       return {
         connectString: servers.map((s) => `127.0.0.1:${s.clientPort}`).join(","),
-        servers: servers.map((s) => ({ port: s.clientPort, dir: s.dir })),
+        servers: servers.map((s) => ({ port: s.clientPort, dir: s.dir, pid: s.child.pid! })),
+        jvmOptions,
         stop: () => stopServers(servers),
       };
     } catch (error) {
@@ -93,7 +110,7 @@ process.on("exit", () => {
   }
 });
 
-async function launch(): Promise<ZkServerProcess[]> {
+async function launch(jvmOptions: readonly string[]): Promise<ZkServerProcess[]> {
   const ports = await freePorts(SERVERS * 3);
   const peers = Array.from({ length: SERVERS }, (_, i) => ({
     id: i + 1,
@@ -142,9 +159,7 @@ async function launch(): Promise<ZkServerProcess[]> {
     const child = spawn(
       JAVA,
       [
-        "-Xmx256m",
-        "-XX:+UseSerialGC",
-        "-XX:TieredStopAtLevel=1",
+        ...jvmOptions,
         "-Djava.net.preferIPv4Stack=true",
         "-Dzookeeper.extendedTypesEnabled=true",
         "-Dzookeeper.admin.enableServer=false",

@@ -1,5 +1,6 @@
 /**
- * Smoke tests of `tara bench platform` and `tara bench throughput`: they run real clusters,
+ * Smoke tests of `tara bench platform`, `tara bench throughput` and `tara bench zk` (which also
+ * needs Debian's ZooKeeper package, as the differential tests do): they run real clusters,
  * print JSON lines and write their results files. Performance figures are recorded, never asserted, in tests.
  */
 import assert from "node:assert/strict";
@@ -58,4 +59,49 @@ it("tara bench throughput --json runs closed-loop clients against the replicated
   const saved = JSON.parse(readFileSync(file, "utf8")) as { points: unknown[] };
   assert.equal(saved.points.length, 2);
   rmSync(dirname(file), { recursive: true, force: true });
+});
+
+it("tara bench zk --json drives Tara's ZooKeeper service and a real ZooKeeper ensemble", () => {
+  const run = spawnSync(
+    process.execPath,
+    [
+      taraBin,
+      "bench",
+      "zk",
+      "--targets",
+      "tara,zookeeper",
+      "--clients",
+      "2",
+      "--duration",
+      "1",
+      "--warmup",
+      "0.5",
+      "--json",
+    ],
+    { encoding: "utf8", timeout: 240_000 },
+  );
+  assert.equal(run.status, 0, run.stderr);
+  const lines = run.stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const points = lines.filter((line) => "target" in line);
+  assert.deepEqual(points.map((p) => `${p.target} ${p.workload} ${p.clients}`).sort(), [
+    "tara read 2",
+    "tara write 2",
+    "zookeeper read 2",
+    "zookeeper write 2",
+  ]);
+  for (const point of points) {
+    assert.ok(Number(point.opsPerSec) > 0 && Number(point.p50Ms) > 0, JSON.stringify(point));
+    assert.equal(typeof point.durability, "string");
+    assert.ok("load-generator" in (point.processes as object));
+  }
+  const summary = lines.find((line) => "ratios" in line)!;
+  assert.equal((summary.ratios as unknown[]).length, 2);
+  const file = String(summary.file);
+  assert.ok(existsSync(file), `results file ${file}`);
+  const saved = JSON.parse(readFileSync(file, "utf8")) as { points: unknown[] };
+  assert.equal(saved.points.length, 4);
+  rmSync(file, { force: true });
 });
