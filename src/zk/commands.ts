@@ -13,6 +13,7 @@
  * and so a notification always reaches the client before any later reply.
  */
 import { pack, unpack } from "msgpackr";
+import { encodeRequest } from "./protocol.js";
 import type { ZkRequest } from "./types.js";
 
 /** Front end -> state machine. */
@@ -31,7 +32,16 @@ export type ZkCommand =
       /** The client's address: its `ip` identity for ACLs. */
       readonly ip: string;
     }
-  | { readonly t: "requests"; readonly session: number; readonly reqs: readonly ZkRequest[] };
+  | {
+      readonly t: "requests";
+      readonly session: number;
+      /**
+       * The connection's ZooKeeper request frames as the client sent them (length-prefixed,
+       * concatenated): decoded by the state machine, once per replica, so a gateway neither
+       * decodes nor re-encodes them.
+       */
+      readonly frames: Uint8Array;
+    };
 
 /** State machine -> front end: the answer to a connect. */
 export type ConnectReply =
@@ -68,6 +78,11 @@ export type ZkReply = ConnectReply | ConnectionMessage;
 
 export function encodeCommand(command: ZkCommand): Uint8Array {
   return pack(command);
+}
+
+/** Request frames for a "requests" command (tests, the simulator). */
+export function encodeRequests(reqs: readonly ZkRequest[]): Uint8Array {
+  return Buffer.concat(reqs.map(encodeRequest));
 }
 
 export function decodeReply(bytes: Uint8Array): ZkReply {

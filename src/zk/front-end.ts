@@ -4,10 +4,10 @@
  *
  * A connection's first frame is its ConnectRequest (or a four-letter word); the session is
  * created or re-attached through the replicated order, and requests that arrive meanwhile
- * wait. Then every request frame is decoded here (a bad one still goes through the order, to
- * be answered in its place, then the connection closes) and queued; the connection has one
- * TARA request in flight at a time, holding everything queued, so pipelined requests are
- * applied and answered in the order sent. What the state machine sends a connection is
+ * wait. Then request frames are queued as they came (the state machine decodes them: a bad
+ * one is answered in its place, then the connection closes); the connection has one TARA
+ * request in flight at a time, holding everything queued, so pipelined requests are applied
+ * and answered in the order sent. What the state machine sends a connection is
  * written in its numbering order; a number that stays missing (its every copy lost) closes
  * the connection, and the client reconnects, as after any connection loss.
  */
@@ -18,14 +18,15 @@ import { FrameDecoder } from "../platform/wire/frames.js";
 import type { FrontEnd, Gateway, Requester } from "../tara/gateway/gateway.js";
 import type { ClientReply } from "../tara/messages.js";
 import { decodeReply, encodeCommand, type ConnectionMessage, type ZkCommand } from "./commands.js";
-import { JuteError } from "./jute.js";
-import { decodeConnectRequest, decodeRequest, encodeConnectResponse } from "./protocol.js";
-import { MAX_FRAME_BYTES, type ZkRequest } from "./types.js";
+import { decodeConnectRequest, encodeConnectResponse } from "./protocol.js";
+import { MAX_FRAME_BYTES } from "./types.js";
 
 /** How long a missing message may hold up a connection's later ones before it is closed. */
 const GAP_TIMEOUT_MS = 3000;
 /** Requests of one connection gathered in one replicated command, at most (bytes of frames). */
 const COMMAND_BYTES = 512 * 1024;
+/** RequestHeader: xid and type. */
+const REQUEST_HEADER_BYTES = 8;
 /** A connection queueing more than this is not read until its queue drains. */
 const QUEUE_HIGH_BYTES = 8 * 1024 * 1024;
 /** A client that leaves this much of its replies unread is dropped. */
@@ -66,7 +67,7 @@ export interface ZkFrontEndOptions {
 }
 
 interface Pending {
-  readonly reqs: readonly ZkRequest[];
+  readonly count: number;
   readonly at: number;
 }
 
@@ -77,9 +78,9 @@ class ZkConnection implements Requester {
   private r = 0;
   private readOnly: boolean | undefined;
   private session = 0;
-  private queue: ZkRequest[] = [];
+  /** Request frame bodies not yet sent, oldest first. */
+  private queue: Buffer[] = [];
   private queueBytes = 0;
-  private readonly queueSizes: number[] = [];
   private inflight: Pending | undefined;
   private expected = 1;
   private readonly held = new Map<number, ConnectionMessage>();
@@ -99,7 +100,7 @@ class ZkConnection implements Requester {
   }
 
   get outstanding(): number {
-    return this.queue.length + (this.inflight?.reqs.length ?? 0);
+    return this.queue.length + (this.inflight?.count ?? 0);
   }
 
   onData(chunk: Buffer): void {
@@ -183,15 +184,9 @@ class ZkConnection implements Requester {
   // ---- requests ----
 
   private enqueue(body: Buffer): void {
-    let request: ZkRequest;
-    try {
-      request = decodeRequest(body);
-    } catch (error) {
-      if (!(error instanceof JuteError)) throw error;
-      return this.close(`bad request header: ${error.message}`);
-    }
-    this.queue.push(request);
-    this.queueSizes.push(body.length);
+    // The state machine decodes requests; one without even a header (xid, type) is not one.
+    if (body.length < REQUEST_HEADER_BYTES) return this.close("a request frame without a header");
+    this.queue.push(body);
     this.queueBytes += body.length;
     if (this.queueBytes > QUEUE_HIGH_BYTES && !this.readingPaused) {
       this.readingPaused = true;
@@ -206,18 +201,23 @@ class ZkConnection implements Requester {
     let count = 0;
     let bytes = 0;
     while (count < this.queue.length && (count === 0 || bytes < COMMAND_BYTES)) {
-      bytes += this.queueSizes[count]!;
+      bytes += this.queue[count]!.length;
       count++;
     }
-    const reqs = this.queue.splice(0, count);
-    this.queueSizes.splice(0, count);
+    const frames = Buffer.allocUnsafe(bytes + 4 * count);
+    let at = 0;
+    for (const body of this.queue.splice(0, count)) {
+      frames.writeInt32BE(body.length, at);
+      body.copy(frames, at + 4);
+      at += 4 + body.length;
+    }
     this.queueBytes -= bytes;
     if (this.readingPaused && this.queueBytes < QUEUE_HIGH_BYTES / 2) {
       this.readingPaused = false;
       this.updateReading();
     }
-    this.inflight = { reqs, at: performance.now() };
-    this.submit({ t: "requests", session: this.session, reqs });
+    this.inflight = { count, at: performance.now() };
+    this.submit({ t: "requests", session: this.session, frames });
   }
 
   /** Reads the socket unless this connection queues too much or the gateway is congested. */

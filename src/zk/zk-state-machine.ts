@@ -25,6 +25,7 @@ import type { ConnectReply, ConnectionMessage, ZkCommand } from "./commands.js";
 import { DataTree, type ChangeEvent, type Txn } from "./data-tree.js";
 import type { JuteWriter } from "./jute.js";
 import {
+  decodeRequest,
   notificationFrame,
   replyFrame,
   writeAcls,
@@ -98,8 +99,8 @@ export class ZkStateMachine implements StateMachine {
       const command = unpack(bytes) as ZkCommand | undefined;
       if (command?.t === "connect" && typeof command.session === "number") {
         reply = pack(this.connect(command, execution, forget));
-      } else if (command?.t === "requests" && Array.isArray(command.reqs)) {
-        reply = this.requests(command.session, command.reqs, execution, forget);
+      } else if (command?.t === "requests" && command.frames instanceof Uint8Array) {
+        reply = this.requests(command.session, command.frames, execution, forget);
       } else {
         reply = pack(this.message(undefined, [], "not a ZooKeeper command"));
       }
@@ -239,10 +240,11 @@ export class ZkStateMachine implements StateMachine {
 
   private requests(
     id: number,
-    reqs: readonly ZkRequest[],
+    frames: Uint8Array,
     { g, c }: Execution,
     forget: number[],
   ): Uint8Array {
+    const reqs = decodeFrames(frames);
     const session = this.sessions.get(id);
     if (!session) {
       // Expired or closed: the first request learns it, the connection closes.
@@ -478,6 +480,28 @@ export class ZkStateMachine implements StateMachine {
       n: this.tree.nodeCount,
     };
   }
+}
+
+/**
+ * The requests of a command's frames. A frame too short for a request header (the gateway
+ * never forwards one) ends the list as an undecodable request.
+ */
+function decodeFrames(bytes: Uint8Array): ZkRequest[] {
+  const all = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const reqs: ZkRequest[] = [];
+  for (let at = 0; at < all.length;) {
+    const length = at + 4 <= all.length ? all.readInt32BE(at) : -1;
+    const end = at + 4 + length;
+    if (length < 0 || end > all.length) break;
+    try {
+      reqs.push(decodeRequest(all.subarray(at + 4, end)));
+    } catch {
+      reqs.push({ xid: 0, type: 0, invalid: Err.marshallingError });
+      break;
+    }
+    at = end;
+  }
+  return reqs;
 }
 
 function writeStrings(w: JuteWriter, strings: readonly string[]): void {

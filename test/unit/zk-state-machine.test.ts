@@ -4,6 +4,7 @@ import { unpack } from "msgpackr";
 import type { Applied, Execution } from "../../src/tara/state-machine.js";
 import {
   encodeCommand,
+  encodeRequests,
   type ConnectReply,
   type ConnectionMessage,
   type ZkCommand,
@@ -65,7 +66,7 @@ class Harness {
   }
 
   send(session: number, c: number, reqs: ZkRequest[], g = 0) {
-    const applied = this.run({ t: "requests", session, reqs }, c, g);
+    const applied = this.run({ t: "requests", session, frames: encodeRequests(reqs) }, c, g);
     const message = unpack(applied.reply) as ConnectionMessage;
     const pushes = (applied.pushes ?? []).map((p) => ({
       ...p,
@@ -225,7 +226,11 @@ describe("ZooKeeper state machine", () => {
     const copy = new ZkStateMachine({ tickTime: 1000, containerCheckMs: 60_000 });
     copy.restore(bytes);
     assert.deepEqual(Buffer.from(copy.snapshot()), Buffer.from(bytes));
-    const command = encodeCommand({ t: "requests", session: sa, reqs: [create(5, "/p/q", 2)] });
+    const command = encodeCommand({
+      t: "requests",
+      session: sa,
+      frames: encodeRequests([create(5, "/p/q", 2)]),
+    });
     const execution: Execution = { s: 99, time: h.time, c: a.c, g: 0 };
     const original = h.machine.apply(command, execution);
     const restored = copy.apply(command, execution);

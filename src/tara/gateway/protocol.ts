@@ -39,6 +39,8 @@ import type { ClientReply, ClientRequest } from "../messages.js";
 import { messageParser } from "../../platform/wire/messages.js";
 
 export const MAX_OP_BYTES = 1024 * 1024;
+/** An operation as a front end forwards it: up to 1 MiB of a client's, plus its own framing. */
+export const MAX_FORWARDED_OP_BYTES = MAX_OP_BYTES + 64 * 1024;
 /** An operation and the rest of a request frame's body. */
 export const MAX_CLIENT_FRAME_BYTES = MAX_OP_BYTES + 1024;
 /** Internal messages are sealed at about this many bytes of operations or results. */
@@ -133,10 +135,43 @@ const index = z
   .int()
   .min(0)
   .max(1 << 20);
-const clientRequestSchema = z.object({ c: idSchema, r: idSchema, g: index, op: opBytes });
-/** r = 0: a push (see ClientReply). */
-const replyIdSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const clientReplySchema = z.object({ c: idSchema, r: replyIdSchema, g: index, res: bytes });
+/**
+ * Requests and replies are checked by hand, not by a schema: they are every message of the
+ * service, several times on their way, and the links are authenticated anyway.
+ */
+const isId = (v: unknown): v is number =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= 1;
+const isIndex = (v: unknown): v is number =>
+  typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 1 << 20;
+
+function isClientRequest(value: unknown): value is ClientRequest {
+  const q = value as ClientRequest;
+  return (
+    typeof q === "object" &&
+    q !== null &&
+    isId(q.c) &&
+    isId(q.r) &&
+    isIndex(q.g) &&
+    q.op instanceof Uint8Array &&
+    q.op.length <= MAX_FORWARDED_OP_BYTES
+  );
+}
+
+/** A reply to a request, or a push (r = 0, see ClientReply). */
+export function isClientReply(value: unknown): value is ClientReply {
+  const q = value as ClientReply;
+  return (
+    typeof q === "object" &&
+    q !== null &&
+    isId(q.c) &&
+    (q.r === 0 || isId(q.r)) &&
+    isIndex(q.g) &&
+    q.res instanceof Uint8Array
+  );
+}
+
+const arrayOf = <T>(check: (v: unknown) => v is T) =>
+  z.custom<T[]>((v) => Array.isArray(v) && v.every(check), "invalid entries");
 
 export const registerPortSchema = z.object({
   t: z.literal("register"),
@@ -151,11 +186,11 @@ export const registerPortSchema = z.object({
 });
 export const requestsSchema = z.object({
   t: z.literal("requests"),
-  reqs: z.array(clientRequestSchema),
+  reqs: arrayOf(isClientRequest),
 });
 export const repliesSchema = z.object({
   t: z.literal("replies"),
-  replies: z.array(clientReplySchema),
+  replies: arrayOf(isClientReply),
 });
 
 export type RegisterPort = z.infer<typeof registerPortSchema>;
@@ -175,7 +210,3 @@ export const parsePortMessage = messageParser<RegisterPort | RepliesMessage>(
 );
 /** A port's side: batches of requests (sources only). */
 export const parseGatewayMessage = messageParser<RequestsMessage>([], [requestsSchema]);
-
-export function isClientReply(value: unknown): value is ClientReply {
-  return clientReplySchema.safeParse(value).success;
-}
