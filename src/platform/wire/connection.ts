@@ -253,17 +253,14 @@ export class Connection<In> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    let bodies: Buffer[];
-    try {
-      bodies = this.decoder.push(chunk);
-    } catch (error) {
-      this.reject(error);
-      return;
-    }
-    for (const body of bodies) {
+    this.decoder.feed(chunk);
+    // Frame by frame: the handshake's last frame raises the size limit for the ones after it.
+    for (;;) {
       if (this.closed) return;
       let message: In;
       try {
+        const body = this.decoder.next();
+        if (body === undefined) return;
         const value = decodeBody(body);
         if (this.handshake.step !== "ready") {
           this.onHandshake(value);

@@ -52,24 +52,35 @@ export class FrameDecoder {
 
   /** Feeds bytes; returns the complete frame bodies they finish. Throws WireError. */
   push(chunk: Buffer): Buffer[] {
+    this.feed(chunk);
+    const bodies: Buffer[] = [];
+    for (let body = this.next(); body !== undefined; body = this.next()) bodies.push(body);
+    return bodies;
+  }
+
+  /** Feeds bytes without taking frames out (see `next`). */
+  feed(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const bodies: Buffer[] = [];
-    for (;;) {
-      if (this.buffered < HEADER_BYTES) break;
-      const head = this.peekHeader();
-      if (head === 0) throw new WireError("FRAME_EMPTY", "zero-length frame");
-      if (head > this.maxFrameBytes) {
-        throw new WireError(
-          "FRAME_TOO_LARGE",
-          `frame of ${head} bytes exceeds the limit of ${this.maxFrameBytes}`,
-        );
-      }
-      if (this.buffered < HEADER_BYTES + head) break;
-      this.consume(HEADER_BYTES);
-      bodies.push(this.consume(head));
+  }
+
+  /**
+   * The next complete frame body, if there is one. One at a time, so that a caller may raise
+   * the limit between two frames of the same chunk. Throws WireError.
+   */
+  next(): Buffer | undefined {
+    if (this.buffered < HEADER_BYTES) return undefined;
+    const head = this.peekHeader();
+    if (head === 0) throw new WireError("FRAME_EMPTY", "zero-length frame");
+    if (head > this.maxFrameBytes) {
+      throw new WireError(
+        "FRAME_TOO_LARGE",
+        `frame of ${head} bytes exceeds the limit of ${this.maxFrameBytes}`,
+      );
     }
-    return bodies;
+    if (this.buffered < HEADER_BYTES + head) return undefined;
+    this.consume(HEADER_BYTES);
+    return this.consume(head);
   }
 
   private peekHeader(): number {
