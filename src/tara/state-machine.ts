@@ -39,11 +39,6 @@ export interface Applied {
    * delivered at most once, in any order, so they carry their own sequencing.
    */
   readonly pushes?: readonly Push[];
-  /**
-   * Clients that will send no more requests (e.g. a connection that closed): the executor
-   * forgets their cached reply.
-   */
-  readonly forget?: readonly number[];
 }
 
 export interface Push {

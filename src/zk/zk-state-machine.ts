@@ -91,16 +91,15 @@ export class ZkStateMachine implements StateMachine {
   apply(bytes: Uint8Array, execution: Execution): Applied {
     this.time = execution.time;
     this.pushes = [];
-    const forget: number[] = [];
-    this.expireSessions(forget);
+    this.expireSessions();
     this.removeExpiredNodes();
     let reply: Uint8Array;
     try {
       const command = unpack(bytes) as ZkCommand | undefined;
       if (command?.t === "connect" && typeof command.session === "number") {
-        reply = pack(this.connect(command, execution, forget));
+        reply = pack(this.connect(command, execution));
       } else if (command?.t === "requests" && command.frames instanceof Uint8Array) {
-        reply = this.requests(command.session, command.frames, execution, forget);
+        reply = this.requests(command.session, command.frames, execution);
       } else {
         reply = pack(this.message(undefined, [], "not a ZooKeeper command"));
       }
@@ -111,7 +110,7 @@ export class ZkStateMachine implements StateMachine {
       reply = pack(this.message(undefined, [], `internal error: ${(error as Error).message}`));
     }
     this.flushOutboxes();
-    return { reply, pushes: this.pushes, forget };
+    return { reply, pushes: this.pushes };
   }
 
   snapshot(): Uint8Array {
@@ -155,7 +154,6 @@ export class ZkStateMachine implements StateMachine {
   private connect(
     command: Extract<ZkCommand, { t: "connect" }>,
     { g, c }: Execution,
-    forget: number[],
   ): ConnectReply {
     if (command.lastZxid > this.zxid) return { t: "refused", reason: "behind", z: this.zxid };
     const timeout = this.negotiate(command.timeout);
@@ -178,14 +176,12 @@ export class ZkStateMachine implements StateMachine {
     }
     const session = this.sessions.get(command.session);
     if (!session || !equalBytes(session.passwd, command.passwd)) {
-      forget.push(c);
       return { t: "refused", reason: "expired", z: this.zxid };
     }
     if (session.c !== c || session.g !== g) {
       // The newest connection owns the session; the old one is closed, its watches dropped.
       this.outbox(session).close = "the session moved to another connection";
       this.flushOutboxes(); // addressed to the old connection, before it changes below
-      forget.push(session.c);
       this.watches.dropSession(session.id);
     }
     session.g = g;
@@ -203,13 +199,13 @@ export class ZkStateMachine implements StateMachine {
   }
 
   /** Sessions whose deadline passed are closed like a closeSession, by the service. */
-  private expireSessions(forget: number[]): void {
+  private expireSessions(): void {
     if (this.time <= this.nextExpiry) return;
     this.nextExpiry = Infinity;
     for (const session of [...this.sessions.values()].sort((a, b) => a.id - b.id)) {
       if (session.deadline < this.time) {
         this.outbox(session).close = "session expired";
-        this.closeSession(session, forget);
+        this.closeSession(session);
       } else {
         this.nextExpiry = Math.min(this.nextExpiry, session.deadline);
       }
@@ -217,12 +213,11 @@ export class ZkStateMachine implements StateMachine {
   }
 
   /** The closeSession transaction: its ephemeral nodes go, its watches too. */
-  private closeSession(session: Session, forget: number[]): void {
+  private closeSession(session: Session): void {
     const events: ChangeEvent[] = [];
     this.tree.closeSession(session.id, this.txn(session, ++this.zxid), events);
     this.sessions.delete(session.id);
     this.watches.dropSession(session.id);
-    forget.push(session.c);
     this.fire(events);
   }
 
@@ -238,30 +233,23 @@ export class ZkStateMachine implements StateMachine {
 
   // ---- requests ----
 
-  private requests(
-    id: number,
-    frames: Uint8Array,
-    { g, c }: Execution,
-    forget: number[],
-  ): Uint8Array {
+  private requests(id: number, frames: Uint8Array, { g, c }: Execution): Uint8Array {
     const reqs = decodeFrames(frames);
     const session = this.sessions.get(id);
     if (!session) {
       // Expired or closed: the first request learns it, the connection closes.
       const first = reqs[0];
       const frames = first ? [replyFrame(first.xid, this.zxid, Err.sessionExpired)] : [];
-      forget.push(c);
       return pack(this.message(undefined, frames, "session expired"));
     }
     if (session.c !== c || session.g !== g) {
       // ZooKeeper closes a connection whose session moved, without a reply.
-      forget.push(c);
       return pack(this.message(undefined, [], "the session moved to another connection"));
     }
     session.deadline = this.time + session.timeout;
     const box = this.outbox(session);
     for (const req of reqs) {
-      this.request(session, req, box, forget);
+      this.request(session, req, box);
       if (box.close !== undefined) break;
     }
     this.outboxes.delete(session.id);
@@ -269,7 +257,7 @@ export class ZkStateMachine implements StateMachine {
     return pack(this.message(session.out, box.frames, box.close));
   }
 
-  private request(session: Session, req: ZkRequest, box: Outbox, forget: number[]): void {
+  private request(session: Session, req: ZkRequest, box: Outbox): void {
     const { xid } = req;
     const reply = (err: number, body?: (w: JuteWriter) => void, zxid = this.zxid): void => {
       box.frames.push(replyFrame(xid, zxid, err, body));
@@ -421,7 +409,7 @@ export class ZkStateMachine implements StateMachine {
           }
         });
       case OpCode.closeSession: {
-        this.closeSession(session, forget);
+        this.closeSession(session);
         reply(0);
         box.close = "session closed";
         return;

@@ -275,7 +275,7 @@ export class Executor implements Stage {
         replies.push({ c: req.c, r: req.r, g: req.g, res: known.res });
         continue;
       }
-      const { reply, pushes, forget } = this.machine.apply(req.op, {
+      const { reply, pushes } = this.machine.apply(req.op, {
         s: entry.s,
         time: this.time,
         c: req.c,
@@ -285,7 +285,6 @@ export class Executor implements Stage {
       this.clients.set(req.c, { r: req.r, res: reply });
       replies.push({ c: req.c, r: req.r, g: req.g, res: reply });
       if (pushes) for (const push of pushes) replies.push({ ...push, r: 0 });
-      if (forget) for (const c of forget) this.clients.delete(c);
     }
     this.lastExecuted = entry.s;
     this.log.push(entry);
