@@ -7,6 +7,8 @@ export class StableCheckpoints {
   stable = 0;
   /** Digests seen per sequence number: by digest, the executors that reported it. */
   private readonly reports = new Map<number, Map<string, Set<number>>>();
+  /** Each executor's latest report. */
+  private readonly latest = new Map<number, number>();
 
   constructor(private readonly quorum: number) {}
 
@@ -21,6 +23,15 @@ export class StableCheckpoints {
     digest: string,
     onMismatch: (s: number) => void,
   ): number | undefined {
+    const previous = this.latest.get(executor) ?? 0;
+    this.latest.set(executor, s);
+    if (s < previous) {
+      // A restarted executor (its checkpoints were in memory) no longer holds what it
+      // reported before: it must not help make those stable (found by a simulator seed).
+      for (const [seen, byDigest] of this.reports) {
+        if (seen > s) for (const holders of byDigest.values()) holders.delete(executor);
+      }
+    }
     if (s <= this.stable) return undefined;
     let byDigest = this.reports.get(s);
     if (!byDigest) this.reports.set(s, (byDigest = new Map()));
