@@ -1,5 +1,6 @@
 import { Option, type Command } from "commander";
 import { runScenario, scenarioMechanisms, type ScenarioReport } from "../sim/tara-scenario.js";
+import { runZkScenario, type ZkScenarioReport } from "../sim/zk-scenario.js";
 import { integer } from "./parsers.js";
 
 export function registerSim(program: Command): void {
@@ -21,6 +22,15 @@ export function registerSim(program: Command): void {
         .choices(scenarioMechanisms)
         .default("pdc"),
     )
+    .addOption(
+      new Option(
+        "--service <name>",
+        "the replicated service: kv (the key-value store, linearizability checked), or zk " +
+          "(ZooKeeper: simulated front-end clients, history checked against a ZooKeeper model)",
+      )
+        .choices(["kv", "zk"])
+        .default("kv"),
+    )
     .option("--clients <n>", "closed-loop clients", integer(1, 64), 5)
     .option(
       "--safety-ms <ms>",
@@ -33,22 +43,24 @@ export function registerSim(program: Command): void {
     .action((options) => {
       let failed = 0;
       for (let seed = options.seed; seed < options.seed + options.seeds; seed++) {
-        const report = runScenario({
+        const scenario = {
           seed,
           f: options.f,
           mechanism: options.mechanism,
           clients: options.clients,
           safetyMs: options.safetyMs,
           faults: options.faults,
-        });
+        };
+        const report = options.service === "zk" ? runZkScenario(scenario) : runScenario(scenario);
         if (!report.ok) failed++;
         if (options.json) console.log(JSON.stringify(report));
-        else print(report, options.seeds === 1);
+        else if ("linearizable" in report) print(report, options.seeds === 1);
+        else printZk(report, options.seeds === 1);
       }
       if (!options.json) {
         console.log(
           `${options.seeds - failed} of ${options.seeds} seeds passed ` +
-            `(f=${options.f}, ${options.mechanism})`,
+            `(${options.service}, f=${options.f}, ${options.mechanism})`,
         );
       }
       if (failed > 0) process.exitCode = 1;
@@ -61,6 +73,23 @@ function print(report: ScenarioReport, verbose: boolean): void {
     `${report.completed} requests, executed up to ${report.lastExecuted}, ` +
     `${report.views} view changes, ${report.faults.length} faults` +
     (report.mechanism === "lpc" ? `, ${report.restored} committer restores checked` : "");
+  if (report.ok) {
+    if (verbose) console.log(summary);
+    return;
+  }
+  console.log(summary);
+  for (const violation of report.violations) console.log(`  violation: ${violation}`);
+  console.log(`  faults: ${report.faults.join("; ")}`);
+  console.log(`  replay: ${report.replay}`);
+}
+
+function printZk(report: ZkScenarioReport, verbose: boolean): void {
+  const summary =
+    `seed ${report.seed} f=${report.f} ${report.mechanism} zk: ${report.ok ? "ok" : "FAILED"}, ` +
+    `${report.sessions} sessions, ${report.reconnects} reconnects, ${report.commands} commands (${report.requests} requests), ` +
+    `${report.transactions} zxids, ${report.notifications} notifications, ` +
+    `${report.held} messages held, executed up to ${report.lastExecuted}, ` +
+    `${report.views} view changes, ${report.faults.length} faults`;
   if (report.ok) {
     if (verbose) console.log(summary);
     return;
