@@ -6,7 +6,12 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import type { Logger } from "pino";
 import { ClientLink, listen } from "../../src/platform/transport/tcp.js";
 import { Connection, type Peer } from "../../src/platform/wire/connection.js";
-import { encodeFrame, FrameDecoder, decodeBody } from "../../src/platform/wire/frames.js";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  decodeBody,
+  encodeFrame,
+  FrameDecoder,
+} from "../../src/platform/wire/frames.js";
 import { newNonce, serverProof } from "../../src/platform/wire/handshake.js";
 import {
   messageParser,
@@ -665,10 +670,10 @@ describe("misbehaving peers are disconnected, others are not", () => {
       code: "FRAME_TOO_LARGE",
     },
     {
-      name: "a length just over the 16 MiB limit",
+      name: "a length just over the frame limit",
       bytes: () => {
         const head = Buffer.alloc(4);
-        head.writeUInt32BE(16 * 1024 * 1024 + 1, 0);
+        head.writeUInt32BE(DEFAULT_MAX_FRAME_BYTES + 1, 0);
         return head;
       },
       code: "FRAME_TOO_LARGE",
