@@ -15,7 +15,12 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
 import { FrameDecoder } from "../platform/wire/frames.js";
-import type { FrontEnd, Gateway, Requester } from "../tara/gateway/gateway.js";
+import {
+  listenForClients,
+  type FrontEnd,
+  type Gateway,
+  type Requester,
+} from "../tara/gateway/gateway.js";
 import type { ClientReply } from "../tara/messages.js";
 import { decodeReply, encodeCommand, type ConnectionMessage, type ZkCommand } from "./commands.js";
 import { decodeConnectRequest, encodeConnectResponse } from "./protocol.js";
@@ -339,15 +344,7 @@ export class ZkFrontEnd implements FrontEnd {
     this.gateway = gateway;
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => {
-        server.off("error", reject);
-        const bound = server.address();
-        if (bound === null || typeof bound === "string") throw new Error("unexpected address");
-        resolve(bound.port);
-      });
-    });
+    return listenForClients(server, host, port);
   }
 
   setPaused(paused: boolean): void {

@@ -17,6 +17,7 @@ import {
   type DeleteOp,
   type ErrCode,
   type MultiReadOp,
+  type MultiResult,
   type MultiWriteOp,
   type SetDataOp,
   type Stat,
@@ -397,17 +398,6 @@ export function notificationFrame(type: number, path: string): Buffer {
   w.int(type).int(SYNC_CONNECTED).ustring(path);
   return w.frame();
 }
-
-/** One entry of a multi/multiRead response; type -1 is a failed (or rolled back) op. */
-export type MultiResult =
-  | { readonly type: 1; readonly path: string }
-  | { readonly type: 15; readonly path: string; readonly stat: Stat }
-  | { readonly type: 2 }
-  | { readonly type: 5; readonly stat: Stat }
-  | { readonly type: 13 }
-  | { readonly type: 4; readonly data: Uint8Array | null; readonly stat: Stat }
-  | { readonly type: 8; readonly children: readonly string[] }
-  | { readonly type: -1; readonly err: number };
 
 /** MultiResponse: {MultiHeader{type, false, err}, result} per entry, then {-1, true, -1}. */
 export function writeMultiResults(w: JuteWriter, results: readonly MultiResult[]): void {

@@ -18,9 +18,8 @@ import {
   writeAcls,
   writeMultiResults,
   writeStat,
-  type MultiResult,
 } from "../../src/zk/protocol.js";
-import { Err, OPEN_ACL, type Stat, type ZkRequest } from "../../src/zk/types.js";
+import { Err, OPEN_ACL, type MultiResult, type Stat, type ZkRequest } from "../../src/zk/types.js";
 import { int, pick, randomBytes, withSeed } from "./helpers/random.js";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");

@@ -41,6 +41,19 @@ export interface FrontEnd {
   readonly stats: Readonly<Record<string, number | boolean>>;
 }
 
+/** A front end's client server listening on host:port (0: any); resolves with the port bound. */
+export function listenForClients(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      const bound = server.address();
+      if (bound === null || typeof bound === "string") throw new Error("unexpected address");
+      resolve(bound.port);
+    });
+  });
+}
+
 /** Who waits for the replies of the requests it submits (e.g. a client connection). */
 export interface Requester {
   /** The first reply to a pending request of this requester. */

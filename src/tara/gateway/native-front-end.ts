@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { WireError } from "../../platform/wire/errors.js";
 import { decodeBody, encodeFrame, FrameDecoder } from "../../platform/wire/frames.js";
 import type { ClientReply } from "../messages.js";
-import type { FrontEnd, Gateway, Requester } from "./gateway.js";
+import { listenForClients, type FrontEnd, type Gateway, type Requester } from "./gateway.js";
 import {
   MAX_CLIENT_FRAME_BYTES,
   ProtocolError,
@@ -84,15 +84,7 @@ export class NativeFrontEnd implements FrontEnd {
     this.gateway = gateway;
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => {
-        server.off("error", reject);
-        const bound = server.address();
-        if (bound === null || typeof bound === "string") throw new Error("unexpected address");
-        resolve(bound.port);
-      });
-    });
+    return listenForClients(server, host, port);
   }
 
   setPaused(paused: boolean): void {
