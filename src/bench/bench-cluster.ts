@@ -44,7 +44,8 @@ export async function withBenchCluster<T>(
       heartbeatMs: 200,
       heartbeatTimeoutMs: 2000,
     },
-    pino({ level: "warn", base: { proc: "bench" } }),
+    // stderr: stdout carries a bench's results (JSON lines with --json).
+    pino({ level: "warn", base: { proc: "bench" } }, pino.destination(2)),
   );
   const status = async (): Promise<ClusterStatus> => {
     const response = await fetch(`${cluster.adminUrl}/status`);

@@ -1,24 +1,46 @@
 /**
- * `tara bench throughput`: closed-loop clients (one request outstanding each, 128-byte values)
- * against the replicated key-value service on a fresh local cluster (3 containers, f=1), swept
- * over client counts. Per count: requests per second, latency percentiles (HDR histogram), and
- * CPU and RSS of every process of the cluster and of the load generator.
+ * Closed-loop clients (one request outstanding each, `put` of a 128-byte value to the client's
+ * own key) against the replicated key-value service on a fresh local cluster (3 containers,
+ * f=1), swept over client counts: `tara bench throughput`, and each curve of `tara bench
+ * figure4` and `figure5`. Per count: requests per second, latency percentiles (HDR histogram),
+ * client retries, and CPU and RSS of every process of the cluster, of the load generator and
+ * of the whole machine.
+ *
+ * A fresh cluster's ~20 Node processes take 10-20 s of JIT warm-up before their throughput is
+ * steady on a 2-core machine, so a sweep can start with an unmeasured cluster warm-up at a
+ * moderate load (`clusterWarmupS`); each point then has its own short warm-up (`warmupS`).
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { KvClient } from "../client/kv-client.js";
 import { round, withBenchCluster, type ClusterStatus } from "./bench-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
+import { cpuShares, readCpuTimes } from "./report/machine.js";
 import type { Mechanism } from "../platform/api/stage.js";
 import type { CheckpointConfig } from "../platform/runtime/config.js";
+import { cpus } from "node:os";
 
 export interface ThroughputOptions {
   checkpoints: CheckpointConfig;
+  /** Client counts, measured in this order on one cluster. */
   clients: number[];
   durationS: number;
+  /** Unmeasured load before each point's window. */
   warmupS: number;
   valueBytes: number;
   params: Record<string, string>;
   progress: (line: string) => void;
+  /** Names the cluster in progress lines (default: the mechanism). */
+  label?: string;
+  /** Unmeasured load before the first point (0 or absent: none). */
+  clusterWarmupS?: number;
+  /** Clients of the cluster warm-up (default 32, at most the sweep's largest count). */
+  clusterWarmupClients?: number;
+  /** How long a client waits for a reply before retrying at the next gateway (default 2000). */
+  timeoutMs?: number;
+  /** Called after each point. */
+  onPoint?: (point: ThroughputPoint) => void;
+  /** Asked after each point: true ends the sweep (the remaining client counts are skipped). */
+  stopWhen?: (points: readonly ThroughputPoint[]) => boolean;
 }
 
 export interface ProcessUse {
@@ -34,15 +56,27 @@ export interface ThroughputPoint extends LatencySummary {
   clients: number;
   requestsPerSec: number;
   windowS: number;
+  /** Requests sent again during the window (a reply took longer than `timeoutMs`). */
+  retries: number;
   /** Per process of the cluster (stream managers, replicas) and the load generator. */
   processes: Record<string, ProcessUse>;
+  /** The whole machine over the window, in cores (null off Linux). */
+  machine: { busyCores: number; stealCores: number } | null;
+}
+
+export interface ThroughputRun {
+  points: ThroughputPoint[];
+  /** The cluster warm-up: its clients and the requests completed in each of its seconds. */
+  warmup: { clients: number; perSecond: number[] } | null;
+  /** Client counts not measured because `stopWhen` ended the sweep. */
+  skipped: number[];
 }
 
 type Status = ClusterStatus;
 
 const CONTAINERS = 3;
 
-export function runThroughputBench(options: ThroughputOptions): Promise<ThroughputPoint[]> {
+export function runThroughputBench(options: ThroughputOptions): Promise<ThroughputRun> {
   const launch = {
     topology: "kv",
     params: options.params,
@@ -51,38 +85,101 @@ export function runThroughputBench(options: ThroughputOptions): Promise<Throughp
     gatewayPort: 0,
     checkpoints: options.checkpoints,
   };
-  const label = options.checkpoints.mechanism + (options.checkpoints.instance ? "+instance" : "");
+  const label =
+    options.label ??
+    options.checkpoints.mechanism + (options.checkpoints.instance ? "+instance" : "");
   return withBenchCluster(launch, options.progress, label, async (bench) => {
     await bench.waitFor("every replica running", (s) =>
       s.instances.every((i) => i.state === "running"),
     );
     const points: ThroughputPoint[] = [];
     const clients: KvClient[] = [];
+    const connectUpTo = async (count: number) => {
+      while (clients.length < count) {
+        const client = new KvClient({
+          gateways: bench.cluster.gateways,
+          timeoutMs: options.timeoutMs ?? 2000,
+          firstGateway: clients.length % bench.cluster.gateways.length,
+        });
+        await client.connect();
+        clients.push(client);
+      }
+    };
+    let warmup: ThroughputRun["warmup"] = null;
+    const skipped: number[] = [];
     try {
-      for (const count of options.clients) {
-        while (clients.length < count) {
-          const client = new KvClient({
-            gateways: bench.cluster.gateways,
-            timeoutMs: 2000,
-            firstGateway: clients.length % bench.cluster.gateways.length,
-          });
-          await client.connect();
-          clients.push(client);
-        }
+      if ((options.clusterWarmupS ?? 0) > 0) {
+        const count = Math.min(options.clusterWarmupClients ?? 32, Math.max(...options.clients));
+        await connectUpTo(count);
         options.progress(
-          `${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
+          `${label}: cluster warm-up, ${count} clients for ${options.clusterWarmupS}s`,
+        );
+        const load = new ClosedLoop(clients.slice(0, count), options.valueBytes);
+        const perSecond: number[] = [];
+        for (let s = 0; s < options.clusterWarmupS!; s++) {
+          const before = load.completed;
+          await sleep(Math.min(1, options.clusterWarmupS! - s) * 1000);
+          perSecond.push(load.completed - before);
+        }
+        await load.stop();
+        warmup = { clients: count, perSecond };
+        options.progress(`${label}: warm-up requests per second: ${perSecond.join(", ")}`);
+      }
+      for (const [n, count] of options.clients.entries()) {
+        await connectUpTo(count);
+        options.progress(
+          `${label}, ${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
         );
         const point = await measure(options, clients.slice(0, count), bench.status);
         points.push(point);
+        options.onPoint?.(point);
         options.progress(
-          `${count} clients: ${point.requestsPerSec} req/s, p50 ${point.p50Ms} ms, p99 ${point.p99Ms} ms`,
+          `${label}, ${count} clients: ${point.requestsPerSec} req/s, p50 ${point.p50Ms} ms, ` +
+            `p99 ${point.p99Ms} ms${point.retries > 0 ? `, ${point.retries} retries` : ""}`,
         );
+        if (n < options.clients.length - 1 && options.stopWhen?.(points)) {
+          skipped.push(...options.clients.slice(n + 1));
+          options.progress(`${label}: throughput stopped growing; skipping ${skipped.join(", ")}`);
+          break;
+        }
       }
     } finally {
       await Promise.all(clients.map((c) => c.client.close()));
     }
-    return points;
+    return { points, warmup, skipped };
   });
+}
+
+/** Clients that each keep one `put` outstanding until stopped. */
+class ClosedLoop {
+  completed = 0;
+  /** Latencies are recorded (and `recorded` counted) only while set. */
+  histogram: ReturnType<typeof latencyHistogram> | undefined;
+  recorded = 0;
+  private running = true;
+  private readonly loops: Promise<void>[];
+
+  constructor(clients: KvClient[], valueBytes: number) {
+    const value = "v".repeat(valueBytes);
+    this.loops = clients.map(async (client, i) => {
+      const key = `key-${i}`;
+      while (this.running) {
+        const start = performance.now();
+        await client.put(key, value);
+        this.completed++;
+        if (this.histogram) {
+          this.histogram.recordValue(Math.max(1, Math.round((performance.now() - start) * 1000)));
+          this.recorded++;
+        }
+      }
+    });
+  }
+
+  /** Lets every client finish its outstanding request. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
 }
 
 async function measure(
@@ -90,47 +187,42 @@ async function measure(
   clients: KvClient[],
   status: () => Promise<Status>,
 ): Promise<ThroughputPoint> {
-  const value = "v".repeat(options.valueBytes);
-  const histogram = latencyHistogram();
-  let recording = false;
-  let running = true;
-  let completed = 0;
-  const loops = clients.map(async (client, i) => {
-    const key = `key-${i}`;
-    while (running) {
-      const start = performance.now();
-      await client.put(key, value);
-      if (recording) {
-        histogram.recordValue(Math.max(1, Math.round((performance.now() - start) * 1000)));
-        completed++;
-      }
-    }
-  });
+  const load = new ClosedLoop(clients, options.valueBytes);
   await sleep(options.warmupS * 1000);
+  const retries = () => clients.reduce((sum, c) => sum + c.client.stats.retries, 0);
   const before = await status();
+  const retriesBefore = retries();
+  const cpuBefore = readCpuTimes();
   const ownBefore = process.cpuUsage();
   const began = performance.now();
-  recording = true;
+  const histogram = latencyHistogram();
+  load.histogram = histogram;
   await sleep(options.durationS * 1000);
-  recording = false;
+  load.histogram = undefined;
   const windowS = (performance.now() - began) / 1000;
   const own = process.cpuUsage(ownBefore);
+  const shares = cpuShares(cpuBefore, readCpuTimes());
+  const retried = retries() - retriesBefore;
   const after = await status();
-  running = false;
-  await Promise.all(loops);
+  await load.stop();
   const processes = processUse(before, after, windowS);
   processes["load-generator"] = {
     cpu: round((own.user + own.system) / 1e6 / windowS, 2),
     rssMb: round(process.memoryUsage().rss / 2 ** 20, 0),
   };
+  const cores = cpus().length;
   return {
     mechanism: options.checkpoints.mechanism,
     instance: options.checkpoints.instance || options.checkpoints.mechanism === "gpc",
     clients: clients.length,
-    requestsPerSec: Math.round(completed / windowS),
+    requestsPerSec: Math.round(load.recorded / windowS),
     windowS: round(windowS, 2),
+    retries: retried,
     ...summarize(histogram),
     processes,
+    machine: shares
+      ? { busyCores: round(shares.busy * cores, 2), stealCores: round(shares.steal * cores, 2) }
+      : null,
   };
 }
 

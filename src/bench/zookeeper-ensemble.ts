@@ -1,6 +1,6 @@
 /**
  * A real 3-server ZooKeeper 3.8 ensemble on loopback, for the differential tests and `tara bench
- * zk`, from Debian's `zookeeper` package (CI installs it with `apt-get install -y zookeeper`).
+ * compare`, from Debian's `zookeeper` package (CI installs it with `apt-get install -y zookeeper`).
  *
  * Each server is a `java` child process running QuorumPeerMain with its own temp directory
  * (data, myid, zoo.cfg, log4j config and logs; removed on stop). The classpath is the one the
@@ -256,7 +256,7 @@ export function fourLetterWord(port: number, word: string, timeoutMs = 5000): Pr
 }
 
 /** Distinct free loopback ports: all held open at once, then released. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const probes: Server[] = [];
   try {
     for (let i = 0; i < count; i++) {

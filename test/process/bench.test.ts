@@ -1,12 +1,13 @@
 /**
- * Smoke tests of `tara bench platform`, `tara bench throughput` and `tara bench zk` (which also
- * needs Debian's ZooKeeper package, as the differential tests do): they run real clusters,
+ * Smoke tests of `tara bench platform`, `tara bench throughput` and `tara bench compare` (which
+ * also needs Debian's ZooKeeper package, as the differential tests do): they run real clusters,
  * print JSON lines and write their results files. Performance figures are recorded, never asserted, in tests.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
 import { it } from "node:test";
 import { taraBin } from "./harness.js";
 
@@ -38,7 +39,18 @@ it("tara bench platform --quick --json measures throughput and latency across co
 it("tara bench throughput --json runs closed-loop clients against the replicated service", () => {
   const run = spawnSync(
     process.execPath,
-    [taraBin, "bench", "throughput", "--clients", "1,4", "--duration", "1", "--json"],
+    [
+      taraBin,
+      "bench",
+      "throughput",
+      "--clients",
+      "1,4",
+      "--duration",
+      "1",
+      "--cluster-warmup",
+      "0",
+      "--json",
+    ],
     { encoding: "utf8", timeout: 120_000 },
   );
   assert.equal(run.status, 0, run.stderr);
@@ -61,47 +73,75 @@ it("tara bench throughput --json runs closed-loop clients against the replicated
   rmSync(dirname(file), { recursive: true, force: true });
 });
 
-it("tara bench zk --json drives Tara's ZooKeeper service and a real ZooKeeper ensemble", () => {
-  const run = spawnSync(
-    process.execPath,
-    [
-      taraBin,
-      "bench",
-      "zk",
-      "--targets",
-      "tara,zookeeper",
-      "--clients",
-      "2",
-      "--duration",
-      "1",
-      "--warmup",
-      "0.5",
-      "--json",
-    ],
-    { encoding: "utf8", timeout: 240_000 },
-  );
-  assert.equal(run.status, 0, run.stderr);
-  const lines = run.stdout
-    .trim()
-    .split("\n")
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
-  const points = lines.filter((line) => "target" in line);
-  assert.deepEqual(points.map((p) => `${p.target} ${p.workload} ${p.clients}`).sort(), [
-    "tara read 2",
-    "tara write 2",
-    "zookeeper read 2",
-    "zookeeper write 2",
-  ]);
-  for (const point of points) {
-    assert.ok(Number(point.opsPerSec) > 0 && Number(point.p50Ms) > 0, JSON.stringify(point));
-    assert.equal(typeof point.durability, "string");
-    assert.ok("load-generator" in (point.processes as object));
+it("tara bench compare --json drives Tara's ZooKeeper service, ZooKeeper and etcd alike", () => {
+  // Its own working directory: the results directory is created under ./bench-results.
+  const cwd = mkdtempSync(join(tmpdir(), "tara-compare-"));
+  try {
+    const run = spawnSync(
+      process.execPath,
+      [
+        taraBin,
+        "bench",
+        "compare",
+        "--clients",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--target-warmup",
+        "0",
+        "--json",
+      ],
+      { cwd, encoding: "utf8", timeout: 240_000 },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    const lines = run.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const summary = lines.find((line) => "ratios" in line) as {
+      ratios: { against: string }[];
+      skipped: { target: string; reason: string }[];
+      durability: Record<string, string>;
+      dir: string;
+      files: string[];
+    };
+    // etcd is optional (Debian's etcd-server): measured where installed, else skipped, saying so.
+    const skipped = summary.skipped.map((s) => s.target);
+    assert.deepEqual(
+      skipped.filter((t) => t !== "etcd"),
+      [],
+    );
+    for (const s of summary.skipped) assert.match(s.reason, /etcd-server not installed: skipped/);
+    const systems = ["tara", "zookeeper", "etcd"].filter((t) => !skipped.includes(t));
+    const points = lines.filter((line) => "target" in line);
+    assert.deepEqual(
+      points.map((p) => `${p.target} ${p.workload} ${p.clients}`).sort(),
+      systems.flatMap((t) => [`${t} read 2`, `${t} write 2`]).sort(),
+    );
+    for (const point of points) {
+      assert.ok(Number(point.opsPerSec) > 0 && Number(point.p50Ms) > 0, JSON.stringify(point));
+      assert.ok("load-generator" in (point.processes as object));
+    }
+    assert.deepEqual(Object.keys(summary.durability).sort(), [...systems].sort());
+    assert.match(summary.durability.zookeeper!, /fsync/);
+    assert.equal(summary.ratios.length, 2 * (systems.length - 1));
+    const saved = JSON.parse(readFileSync(join(summary.dir, "compare.json"), "utf8")) as {
+      points: unknown[];
+    };
+    assert.equal(saved.points.length, points.length);
+    for (const file of summary.files) assert.ok(existsSync(file), file);
+    assert.deepEqual(summary.files.map((f) => basename(f)).sort(), [
+      "compare-read.png",
+      "compare-read.svg",
+      "compare-write.png",
+      "compare-write.svg",
+      "compare.json",
+      "points.csv",
+      "ratios.csv",
+    ]);
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
   }
-  const summary = lines.find((line) => "ratios" in line)!;
-  assert.equal((summary.ratios as unknown[]).length, 2);
-  const file = String(summary.file);
-  assert.ok(existsSync(file), `results file ${file}`);
-  const saved = JSON.parse(readFileSync(file, "utf8")) as { points: unknown[] };
-  assert.equal(saved.points.length, 4);
-  rmSync(file, { force: true });
 });

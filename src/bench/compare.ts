@@ -1,22 +1,29 @@
 /**
- * `tara bench zk`: closed-loop ZooKeeper clients (node-zookeeper-client, one session each, one
- * request outstanding each) against Tara's replicated ZooKeeper service (topology "zk", a fresh
- * 3-container cluster) and against a real 3-server ZooKeeper 3.8 ensemble
- * (./zookeeper-ensemble.ts), one after the other in the same run, so that their ratio means
- * something on a shared machine.
+ * `tara bench compare`: the same closed-loop workloads (one request outstanding per client)
+ * against Tara's replicated ZooKeeper service (topology "zk", the one `tara start` runs, on a
+ * fresh 3-container cluster), a real 3-server ZooKeeper 3.8 ensemble (./zookeeper-ensemble.ts)
+ * and a real 3-member etcd 3 cluster (./etcd-cluster.ts), one after the other in the same run,
+ * so that their ratios mean something on a shared machine. A system whose Debian package is
+ * absent is skipped with the reason in the results.
  *
- * Workloads, per client count: `write` = setData of a `valueBytes` value on the client's own
- * znode (/bench/client-<i>), `read` = getData of it. Client i talks to server (or gateway) i mod 3
- * only, alike for both targets. Per point: warm-up, then a measured window; operations per
- * second, latency percentiles (HDR histogram), errors, and the CPU (share of one core) and RSS
- * of every process of the target (from /proc where the platform's status does not have them:
- * gateways, checkpoint managers, ZooKeeper's JVMs), of the load generator, and of the whole
- * machine (what the listed processes do not account for is other load on the machine).
+ * Tara and ZooKeeper are driven through the same ZooKeeper client (node-zookeeper-client, one
+ * session per client); etcd through the etcd3 client (gRPC, one connection per client).
+ * Workloads, per client count: `write` = setData (etcd: put) of a `valueBytes` value on the
+ * client's own node (/bench/client-<i>), `read` = getData (etcd: get) of it. Client i talks to
+ * server (or gateway) i mod 3 only, alike for every target. Per point: warm-up, then a measured
+ * window; operations per second, latency percentiles (HDR histogram), errors, and the CPU
+ * (share of one core) and RSS of every process of the target (from /proc where the platform's
+ * status does not have them: gateways, checkpoint managers, ZooKeeper's JVMs, etcd), of the load
+ * generator, and of the whole machine (what the listed processes do not account for is other
+ * load on the machine).
  */
+import { noop } from "cockatiel";
+import { Etcd3 } from "etcd3";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import nzc from "node-zookeeper-client";
 import { round, withBenchCluster, type BenchCluster, type ClusterStatus } from "./bench-cluster.js";
+import { etcdMissing, startEtcdCluster } from "./etcd-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
 import type { ProcessUse } from "./throughput.js";
 import { fourLetterWord, startEnsemble, zookeeperMissing } from "./zookeeper-ensemble.js";
@@ -24,30 +31,35 @@ import type { Mechanism } from "../platform/api/stage.js";
 import type { CheckpointConfig } from "../platform/runtime/config.js";
 import { parseTaraConfig } from "../tara/config.js";
 
-export const ZK_TARGETS = ["tara", "zookeeper"] as const;
-export type ZkTarget = (typeof ZK_TARGETS)[number];
-export const ZK_WORKLOADS = ["write", "read"] as const;
-export type ZkWorkload = (typeof ZK_WORKLOADS)[number];
+export const COMPARE_TARGETS = ["tara", "zookeeper", "etcd"] as const;
+export type CompareTarget = (typeof COMPARE_TARGETS)[number];
+export const COMPARE_WORKLOADS = ["write", "read"] as const;
+export type CompareWorkload = (typeof COMPARE_WORKLOADS)[number];
 
-export interface ZkBenchOptions {
+export interface CompareOptions {
   /** Measured in this order. */
-  targets: ZkTarget[];
+  targets: CompareTarget[];
+  workloads: CompareWorkload[];
   clients: number[];
   durationS: number;
   warmupS: number;
+  /** Unmeasured load (writes, at the largest client count up to 32) before a target's first point. */
+  targetWarmupS: number;
   valueBytes: number;
-  /** Requested session timeout (both services clamp it to 2-20 ticks of 2 s). */
+  /** Requested session timeout (both ZooKeeper services clamp it to 2-20 ticks of 2 s). */
   sessionTimeoutMs: number;
   /** Tara's checkpointing. */
   checkpoints: CheckpointConfig;
   /** Tara's topology parameters. */
   params: Record<string, string>;
   progress: (line: string) => void;
+  /** Called once per point, and once per target skipped (`skipped`: its points, not measured). */
+  onPoint?: (point: ComparePoint | undefined, skipped?: number) => void;
 }
 
-export interface ZkPoint extends LatencySummary {
-  target: ZkTarget;
-  workload: ZkWorkload;
+export interface ComparePoint extends LatencySummary {
+  target: CompareTarget;
+  workload: CompareWorkload;
   clients: number;
   opsPerSec: number;
   windowS: number;
@@ -78,19 +90,24 @@ export interface ZkPoint extends LatencySummary {
   drainMs: number;
 }
 
-/** Tara against ZooKeeper at one (workload, clients): ratio = Tara ops/s / ZooKeeper ops/s. */
-export interface ZkRatio {
-  workload: ZkWorkload;
+/** Tara against another system at one (workload, clients): Tara ops/s over theirs. */
+export interface CompareRatio {
+  workload: CompareWorkload;
   clients: number;
+  against: Exclude<CompareTarget, "tara">;
   taraOpsPerSec: number;
-  zookeeperOpsPerSec: number;
-  /** null when ZooKeeper completed nothing. */
+  otherOpsPerSec: number;
+  /** null when the other system completed nothing. */
   ratio: number | null;
 }
 
-export interface ZkBenchResult {
-  points: ZkPoint[];
-  ratios: ZkRatio[];
+export interface CompareResult {
+  points: ComparePoint[];
+  ratios: CompareRatio[];
+  /** Targets not measured, and why (a Debian package not installed). */
+  skipped: { target: CompareTarget; reason: string }[];
+  /** Each measured target's durability and consistency, as stated in its points. */
+  durability: Partial<Record<CompareTarget, string>>;
 }
 
 const CONTAINERS = 3;
@@ -100,51 +117,73 @@ const CLOSE_TIMEOUT_MS = 5000;
 const CLOCK_TICKS = 100;
 const PAGE_BYTES = 4096;
 
-/** Runs every target in turn; fails before starting anything if ZooKeeper is asked for but missing. */
-export async function runZkBench(options: ZkBenchOptions): Promise<ZkBenchResult> {
-  if (options.targets.includes("zookeeper")) {
-    const missing = zookeeperMissing();
-    if (missing !== undefined) throw new Error(missing);
-  }
-  const points: ZkPoint[] = [];
-  for (const target of options.targets) {
-    points.push(...(target === "tara" ? await runTara(options) : await runZooKeeper(options)));
-  }
-  return { points, ratios: zkRatios(points) };
+/** Why a target cannot run here, or undefined. */
+export function targetMissing(target: CompareTarget): string | undefined {
+  if (target === "zookeeper") return zookeeperMissing();
+  if (target === "etcd") return etcdMissing();
+  return undefined;
 }
 
-export function zkRatios(points: readonly ZkPoint[]): ZkRatio[] {
-  const ratios: ZkRatio[] = [];
+/** Runs every target in turn; one that is not installed is skipped with the reason. */
+export async function runCompare(options: CompareOptions): Promise<CompareResult> {
+  const points: ComparePoint[] = [];
+  const skipped: CompareResult["skipped"] = [];
+  for (const target of options.targets) {
+    const missing = targetMissing(target);
+    if (missing !== undefined) {
+      options.progress(`${target}: ${missing}`);
+      skipped.push({ target, reason: missing });
+      options.onPoint?.(undefined, options.clients.length * options.workloads.length);
+      continue;
+    }
+    const run = target === "tara" ? runTara : target === "zookeeper" ? runZooKeeper : runEtcd;
+    points.push(...(await run(options)));
+  }
+  const durability: CompareResult["durability"] = {};
+  for (const p of points) durability[p.target] = p.durability;
+  return { points, ratios: compareRatios(points), skipped, durability };
+}
+
+export function compareRatios(points: readonly ComparePoint[]): CompareRatio[] {
+  const ratios: CompareRatio[] = [];
   for (const tara of points.filter((p) => p.target === "tara")) {
-    const zk = points.find(
-      (p) => p.target === "zookeeper" && p.workload === tara.workload && p.clients === tara.clients,
-    );
-    if (!zk) continue;
-    ratios.push({
-      workload: tara.workload,
-      clients: tara.clients,
-      taraOpsPerSec: tara.opsPerSec,
-      zookeeperOpsPerSec: zk.opsPerSec,
-      ratio: zk.opsPerSec > 0 ? round(tara.opsPerSec / zk.opsPerSec, 3) : null,
-    });
+    for (const other of points) {
+      if (other.target === "tara") continue;
+      if (other.workload !== tara.workload || other.clients !== tara.clients) continue;
+      ratios.push({
+        workload: tara.workload,
+        clients: tara.clients,
+        against: other.target,
+        taraOpsPerSec: tara.opsPerSec,
+        otherOpsPerSec: other.opsPerSec,
+        ratio: other.opsPerSec > 0 ? round(tara.opsPerSec / other.opsPerSec, 3) : null,
+      });
+    }
   }
   return ratios;
 }
 
 // ---- The targets ----
 
+/** One client's connection to a target: one request outstanding at a time. */
+interface Connection {
+  write(value: Buffer): Promise<Error | null>;
+  read(): Promise<Error | null>;
+  close(): Promise<void>;
+}
+
 /** What a target gives the measuring loop. */
 interface Target {
-  name: ZkTarget;
-  /** "host:port" of the three servers (gateways). */
-  addresses: string[];
+  name: CompareTarget;
   durability: string;
-  extra: Pick<ZkPoint, "mechanism" | "instance">;
+  extra: Pick<ComparePoint, "mechanism" | "instance">;
+  /** Client i's connection (to server i mod 3), its node created with `value`. */
+  open(i: number, value: Buffer): Promise<Connection>;
   /** CPU seconds and RSS of each process of the target, by name. */
   sample(): Promise<Map<string, ProcessSample>>;
 }
 
-function runTara(options: ZkBenchOptions): Promise<ZkPoint[]> {
+function runTara(options: CompareOptions): Promise<ComparePoint[]> {
   const checkpoints = options.checkpoints;
   const launch = {
     topology: "zk",
@@ -161,19 +200,19 @@ function runTara(options: ZkBenchOptions): Promise<ZkPoint[]> {
     );
     const target: Target = {
       name: "tara",
-      addresses: bench.cluster.gateways,
       durability: taraDurability(checkpoints, options.params),
       extra: {
         mechanism: checkpoints.mechanism,
         instance: checkpoints.instance || checkpoints.mechanism === "gpc",
       },
+      open: (i, value) => openZooKeeper(bench.cluster.gateways, i, value, options),
       sample: () => sampleTara(bench),
     };
     return runTarget(options, target);
   });
 }
 
-async function runZooKeeper(options: ZkBenchOptions): Promise<ZkPoint[]> {
+async function runZooKeeper(options: CompareOptions): Promise<ComparePoint[]> {
   options.progress("zookeeper: starting a 3-server ensemble");
   const ensemble = await startEnsemble({ fullJit: true });
   try {
@@ -183,26 +222,42 @@ async function runZooKeeper(options: ZkBenchOptions): Promise<ZkPoint[]> {
       const mode = /^Mode: (\w+)$/m.exec(srvr)?.[1] ?? "unknown";
       names.set(server.pid, `zookeeper-${i + 1} (${mode})`);
     }
+    const addresses = ensemble.servers.map((s) => `127.0.0.1:${s.port}`);
     const target: Target = {
       name: "zookeeper",
-      addresses: ensemble.servers.map((s) => `127.0.0.1:${s.port}`),
       durability:
         "zookeeper 3.8: a write is acknowledged once a quorum (2 of 3) appended it to its txn " +
         "log and fsynced it (forceSync=yes, group commit: one fsync per batch); snapshots in " +
-        `the background; reads served from the connected server's memory (JVM ${ensemble.jvmOptions.join(" ")})`,
+        "the background; reads served from the connected server's memory (sequentially " +
+        `consistent, not linearizable) (JVM ${ensemble.jvmOptions.join(" ")})`,
       extra: {},
-      sample: async () => {
-        const samples = new Map<string, ProcessSample>();
-        for (const [pid, name] of names) {
-          const stat = readProcStat(pid);
-          if (stat) samples.set(name, stat);
-        }
-        return samples;
-      },
+      open: (i, value) => openZooKeeper(addresses, i, value, options),
+      sample: async () => samplePids(names),
     };
     return await runTarget(options, target);
   } finally {
     await ensemble.stop();
+  }
+}
+
+async function runEtcd(options: CompareOptions): Promise<ComparePoint[]> {
+  options.progress("etcd: starting a 3-member cluster");
+  const cluster = await startEtcdCluster();
+  try {
+    const names = new Map(cluster.members.map((m) => [m.pid, m.name]));
+    const target: Target = {
+      name: "etcd",
+      durability:
+        `etcd ${cluster.version}: a write is acknowledged once a quorum (2 of 3) ` +
+        "appended it to its WAL and fsynced it (raft, batched fsync); reads are linearizable " +
+        "(the etcd3 client's default: a ReadIndex round through the leader)",
+      extra: {},
+      open: (i, value) => openEtcd(cluster.endpoints[i % cluster.endpoints.length]!, i, value),
+      sample: async () => samplePids(names),
+    };
+    return await runTarget(options, target);
+  } finally {
+    await cluster.stop();
   }
 }
 
@@ -227,9 +282,10 @@ function taraDurability(checkpoints: CheckpointConfig, params: Record<string, st
   const inMemory =
     `a write is acknowledged once ${quorum} accepted it in memory (survives ${f} crashed ` +
     "replica(s) per stage, not a crash of the whole cluster)";
+  const reads = "reads are ordered like writes (linearizable)";
   switch (checkpoints.mechanism) {
     case "pdc":
-      return `tara pdc: no disk writes on the request path; ${inMemory}; group checkpoints every ${k} in the executors' memory`;
+      return `tara pdc: no disk writes on the request path; ${inMemory}; group checkpoints every ${k} in the executors' memory; ${reads}`;
     case "lpc-cs":
     case "lpc-cm": {
       const writer =
@@ -237,22 +293,75 @@ function taraDurability(checkpoints: CheckpointConfig, params: Record<string, st
           ? "by the replica itself"
           : "through the checkpoint manager";
       const groups = `group checkpoints every ${k} written to ${store} ${writer}, off the request path`;
-      if (!checkpoints.instance) return `tara ${checkpoints.mechanism}: ${inMemory}; ${groups}`;
+      if (!checkpoints.instance) {
+        return `tara ${checkpoints.mechanism}: ${inMemory}; ${groups}; ${reads}`;
+      }
       return (
         `tara ${checkpoints.mechanism} + instance checkpoints: every committer appends its accepts ` +
         `to its log in ${store} ${writer} (${sync}, group commit) before sending them, so a write ` +
-        `is acknowledged once it is on disk at ${quorum}; ${groups}`
+        `is acknowledged once it is on disk at ${quorum}; ${groups}; ${reads}`
       );
     }
     case "gpc":
       return (
         `tara gpc every ${checkpoints.gpcIntervalMs} ms: replies are held until a global ` +
-        `checkpoint (every replica's snapshot, fsynced to ${store}) covers them`
+        `checkpoint (every replica's snapshot, fsynced to ${store}) covers them; ${reads}`
       );
   }
 }
 
-// ---- Sessions ----
+// ---- Connections ----
+
+const nodeOf = (i: number) => `/bench/client-${i}`;
+
+/** A ZooKeeper session with server i mod n (Tara's gateways or ZooKeeper's servers). */
+async function openZooKeeper(
+  addresses: readonly string[],
+  i: number,
+  value: Buffer,
+  options: CompareOptions,
+): Promise<Connection> {
+  const session = await Session.open(addresses[i % addresses.length]!, options.sessionTimeoutMs);
+  try {
+    await session.create("/bench", Buffer.alloc(0));
+    await session.create(nodeOf(i), value);
+  } catch (error) {
+    await session.close();
+    throw error;
+  }
+  const path = nodeOf(i);
+  return {
+    write: (data) => session.setData(path, data),
+    read: () => session.getData(path),
+    close: () => session.close(),
+  };
+}
+
+/** An etcd client with one endpoint (its own gRPC connection), no retries of its own. */
+async function openEtcd(endpoint: string, i: number, value: Buffer): Promise<Connection> {
+  const client = new Etcd3({
+    hosts: endpoint,
+    dialTimeout: CONNECT_TIMEOUT_MS,
+    // Like the ZooKeeper clients here: an error is counted, not hidden by retries.
+    faultHandling: { host: () => noop, global: noop },
+  });
+  const key = nodeOf(i);
+  const settle = (call: Promise<unknown>) =>
+    call.then(
+      () => null,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+    );
+  const created = await settle(client.put(key).value(value).exec());
+  if (created) {
+    client.close();
+    throw new Error(`etcd put ${key} at ${endpoint}: ${created.message}`);
+  }
+  return {
+    write: (data) => settle(client.put(key).value(data).exec()),
+    read: () => settle(client.get(key).buffer()),
+    close: async () => client.close(),
+  };
+}
 
 class Session {
   private constructor(readonly client: nzc.Client) {}
@@ -325,32 +434,38 @@ function asError(error: Error | nzc.Exception | null): Error | null {
   return error instanceof Error ? error : new Error(error.toString());
 }
 
-const nodeOf = (i: number) => `/bench/client-${i}`;
+// ---- Measuring ----
 
 /** Every client count and workload against one running target. */
-async function runTarget(options: ZkBenchOptions, target: Target): Promise<ZkPoint[]> {
+async function runTarget(options: CompareOptions, target: Target): Promise<ComparePoint[]> {
   const value = Buffer.alloc(options.valueBytes, "v");
-  const sessions: Session[] = [];
-  const points: ZkPoint[] = [];
+  const connections: Connection[] = [];
+  const points: ComparePoint[] = [];
+  const connectUpTo = async (count: number) => {
+    while (connections.length < count) {
+      connections.push(await target.open(connections.length, value));
+    }
+  };
   try {
+    if (options.targetWarmupS > 0) {
+      // Unmeasured: JIT warm-up of a fresh Tara cluster or JVM before the first point.
+      const count = Math.min(32, Math.max(...options.clients));
+      await connectUpTo(count);
+      options.progress(
+        `${target.name}: warm-up, ${count} clients writing for ${options.targetWarmupS}s`,
+      );
+      await warmUp(connections.slice(0, count), value, options.targetWarmupS);
+    }
     for (const count of options.clients) {
-      while (sessions.length < count) {
-        const i = sessions.length;
-        const session = await Session.open(
-          target.addresses[i % target.addresses.length]!,
-          options.sessionTimeoutMs,
-        );
-        sessions.push(session);
-        if (i === 0) await session.create("/bench", Buffer.alloc(0));
-        await session.create(nodeOf(i), value);
-      }
-      for (const workload of ZK_WORKLOADS) {
+      await connectUpTo(count);
+      for (const workload of options.workloads) {
         options.progress(
           `${target.name} ${workload}, ${count} clients: warming up ${options.warmupS}s, ` +
             `measuring ${options.durationS}s`,
         );
-        const point = await measure(options, target, workload, sessions.slice(0, count), value);
+        const point = await measure(options, target, workload, connections.slice(0, count), value);
         points.push(point);
+        options.onPoint?.(point);
         options.progress(
           `${target.name} ${workload}, ${count} clients: ${point.opsPerSec} ops/s, ` +
             `p50 ${point.p50Ms} ms, p99 ${point.p99Ms} ms` +
@@ -362,30 +477,41 @@ async function runTarget(options: ZkBenchOptions, target: Target): Promise<ZkPoi
       }
     }
   } finally {
-    await Promise.all(sessions.map((s) => s.close()));
+    await Promise.all(connections.map((c) => c.close()));
   }
   return points;
 }
 
+/** Writes in a closed loop for `seconds`, unmeasured. */
+async function warmUp(connections: Connection[], value: Buffer, seconds: number): Promise<void> {
+  let running = true;
+  const loops = connections.map(async (connection) => {
+    while (running) {
+      if (await connection.write(value)) await sleep(50);
+    }
+  });
+  await sleep(seconds * 1000);
+  running = false;
+  await Promise.all(loops);
+}
+
 async function measure(
-  options: ZkBenchOptions,
+  options: CompareOptions,
   target: Target,
-  workload: ZkWorkload,
-  sessions: Session[],
+  workload: CompareWorkload,
+  connections: Connection[],
   value: Buffer,
-): Promise<ZkPoint> {
+): Promise<ComparePoint> {
   const histogram = latencyHistogram();
   let recording = false;
   let running = true;
   let completed = 0;
   let errors = 0;
   let lastError: Error | undefined;
-  const loops = sessions.map(async (session, i) => {
-    const path = nodeOf(i);
+  const loops = connections.map(async (connection) => {
     while (running) {
       const start = performance.now();
-      const error =
-        workload === "write" ? await session.setData(path, value) : await session.getData(path);
+      const error = workload === "write" ? await connection.write(value) : await connection.read();
       if (error) {
         lastError = error;
         if (recording) errors++;
@@ -422,7 +548,7 @@ async function measure(
     cpu: round((own.user + own.system) / 1e6 / windowS, 2),
     rssMb: round(process.memoryUsage().rss / 2 ** 20, 0),
   };
-  let machine: ZkPoint["machine"] = null;
+  let machine: ComparePoint["machine"] = null;
   if (machineBefore !== undefined && machineAfter !== undefined) {
     const cores = (key: keyof MachineTicks) =>
       (machineAfter[key] - machineBefore[key]) / CLOCK_TICKS / windowS;
@@ -437,7 +563,7 @@ async function measure(
   return {
     target: target.name,
     workload,
-    clients: sessions.length,
+    clients: connections.length,
     opsPerSec: Math.round(completed / windowS),
     windowS: round(windowS, 2),
     errors,
@@ -474,6 +600,16 @@ function processUse(
     };
   }
   return use;
+}
+
+/** The named processes that are still alive. */
+function samplePids(names: ReadonlyMap<number, string>): Map<string, ProcessSample> {
+  const samples = new Map<string, ProcessSample>();
+  for (const [pid, name] of names) {
+    const stat = readProcStat(pid);
+    if (stat) samples.set(name, stat);
+  }
+  return samples;
 }
 
 /**

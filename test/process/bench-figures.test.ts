@@ -1,0 +1,96 @@
+/**
+ * Smoke test of `tara bench figure4` at a very reduced size (one curve, two client counts,
+ * 1 s windows): real clusters, JSON lines on stdout, and every file of its results directory
+ * (CSV, JSON, SVG, PNG) present and parseable. Performance figures are recorded, never asserted.
+ */
+import { parse as parseCsv } from "csv-parse/sync";
+import { XMLValidator } from "fast-xml-parser";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { it } from "node:test";
+import { taraBin } from "./harness.js";
+
+it("tara bench figure4 writes points, targets, CSV, JSON and SVG/PNG plots", () => {
+  // Its own working directory: the results directory is created under ./bench-results.
+  const cwd = mkdtempSync(join(tmpdir(), "tara-figure4-"));
+  try {
+    const run = spawnSync(
+      process.execPath,
+      [
+        taraBin,
+        "bench",
+        "figure4",
+        "--quick",
+        "--mechanisms",
+        "lpc-cs",
+        "--clients",
+        "1,2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--cluster-warmup",
+        "1",
+        "--json",
+      ],
+      { cwd, encoding: "utf8", timeout: 150_000 },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    const lines = run.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const points = lines.filter((l) => "clients" in l);
+    assert.deepEqual(
+      points.map((p) => `${p.curveId} ${p.clients}`),
+      ["lpc-cs 1", "lpc-cs 2"],
+    );
+    for (const p of points) assert.ok(Number(p.requestsPerSec) > 0 && Number(p.p50Ms) > 0);
+    const targets = lines.filter((l) => "target" in l).map((l) => l.target as { met: unknown });
+    // Both targets compare with PDC's peak, which this run did not measure.
+    assert.deepEqual(
+      targets.map((t) => t.met),
+      [null, null],
+    );
+
+    const summary = lines.at(-1) as { dir: string; files: string[] };
+    assert.equal(dirname(summary.dir), join(cwd, "bench-results"));
+    assert.match(basename(summary.dir), /^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z-figure4$/);
+    assert.deepEqual(readdirSync(summary.dir).sort(), [
+      "figure4-p50.png",
+      "figure4-p50.svg",
+      "figure4-p99.png",
+      "figure4-p99.svg",
+      "figure4.json",
+      "peaks.csv",
+      "points.csv",
+    ]);
+    const csv = parseCsv(readFileSync(join(summary.dir, "points.csv"), "utf8"), {
+      columns: true,
+    }) as Record<string, string>[];
+    assert.deepEqual(
+      csv.map((r) => `${r.curve} ${r.clients}`),
+      ["LPC-CS 1", "LPC-CS 2"],
+    );
+    const saved = JSON.parse(readFileSync(join(summary.dir, "figure4.json"), "utf8")) as {
+      curves: { points: unknown[]; warmup: { perSecond: number[] } }[];
+      machine: { before: { nproc: number } };
+    };
+    assert.equal(saved.curves.length, 1);
+    assert.ok(saved.curves.every((c) => c.points.length === 2 && c.warmup.perSecond.length === 1));
+    assert.ok(saved.machine.before.nproc >= 1);
+    for (const name of ["figure4-p50", "figure4-p99"]) {
+      const svg = readFileSync(join(summary.dir, `${name}.svg`), "utf8");
+      assert.equal(XMLValidator.validate(svg), true);
+      assert.ok(svg.includes("Figure 4") && svg.includes("LPC-CS"));
+      const png = readFileSync(join(summary.dir, `${name}.png`));
+      assert.equal(png.subarray(1, 4).toString("latin1"), "PNG");
+      assert.ok(png.length > 10_000);
+    }
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+});
