@@ -60,6 +60,13 @@ describe("checkpoints in NATS JetStream", () => {
     });
     await cluster.kill({ replica: "committer:2" });
     await progress(load, "with the recovered committer's votes needed");
+    // Sequence numbers count batches, not requests: wait for a group checkpoint to exist.
+    await waitFor("a group checkpoint saved in NATS", async () => {
+      const executor = await cluster.instance("executor", 0);
+      const group = (executor.status.checkpoints as { group: { last: { seq: number } | null } })
+        .group;
+      return (group.last?.seq ?? 0) >= 100;
+    });
     await cluster.kill({ replica: "executor:2" });
     await progress(load, "after an executor's crash", 200);
     await stopAndCheck(cluster, load, 0);
