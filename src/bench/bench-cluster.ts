@@ -73,6 +73,29 @@ export async function withBenchCluster<T>(
   }
 }
 
+/** What a service bench varies: the rest is the standard local cluster (3 containers, f=1). */
+export interface ServiceLaunch {
+  readonly topology: "kv" | "zk";
+  readonly params: Record<string, string>;
+  readonly checkpoints: LaunchOptions["checkpoints"];
+}
+
+/** `withBenchCluster` for a replicated service: `body` runs once every replica is running. */
+export function withServiceCluster<T>(
+  service: ServiceLaunch,
+  progress: (line: string) => void,
+  label: string,
+  body: (bench: BenchCluster) => Promise<T>,
+): Promise<T> {
+  const launch = { ...service, containers: 3, allowColocation: false, gatewayPort: 0 };
+  return withBenchCluster(launch, progress, label, async (bench) => {
+    await bench.waitFor("every replica running", (s) =>
+      s.instances.every((i) => i.state === "running"),
+    );
+    return body(bench);
+  });
+}
+
 export function round(value: number, digits: number): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;

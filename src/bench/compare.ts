@@ -22,7 +22,12 @@ import { Etcd3 } from "etcd3";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import nzc from "node-zookeeper-client";
-import { round, withBenchCluster, type BenchCluster, type ClusterStatus } from "./bench-cluster.js";
+import {
+  round,
+  withServiceCluster,
+  type BenchCluster,
+  type ClusterStatus,
+} from "./bench-cluster.js";
 import { etcdMissing, startEtcdCluster } from "./etcd-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
 import type { ProcessUse } from "./throughput.js";
@@ -110,7 +115,6 @@ export interface CompareResult {
   durability: Partial<Record<CompareTarget, string>>;
 }
 
-const CONTAINERS = 3;
 const CONNECT_TIMEOUT_MS = 30_000;
 const CLOSE_TIMEOUT_MS = 5000;
 /** Linux's USER_HZ: /proc/<pid>/stat and /proc/stat count CPU time in 1/100 s. */
@@ -185,31 +189,25 @@ interface Target {
 
 function runTara(options: CompareOptions): Promise<ComparePoint[]> {
   const checkpoints = options.checkpoints;
-  const launch = {
-    topology: "zk",
-    params: options.params,
-    containers: CONTAINERS,
-    allowColocation: false,
-    gatewayPort: 0,
-    checkpoints,
-  };
   const label = `tara ${checkpoints.mechanism}${checkpoints.instance ? "+instance" : ""}`;
-  return withBenchCluster(launch, options.progress, label, async (bench) => {
-    await bench.waitFor("every replica running", (s) =>
-      s.instances.every((i) => i.state === "running"),
-    );
-    const target: Target = {
-      name: "tara",
-      durability: taraDurability(checkpoints, options.params),
-      extra: {
-        mechanism: checkpoints.mechanism,
-        instance: checkpoints.instance || checkpoints.mechanism === "gpc",
-      },
-      open: (i, value) => openZooKeeper(bench.cluster.gateways, i, value, options),
-      sample: () => sampleTara(bench),
-    };
-    return runTarget(options, target);
-  });
+  return withServiceCluster(
+    { topology: "zk", params: options.params, checkpoints },
+    options.progress,
+    label,
+    async (bench) => {
+      const target: Target = {
+        name: "tara",
+        durability: taraDurability(checkpoints, options.params),
+        extra: {
+          mechanism: checkpoints.mechanism,
+          instance: checkpoints.instance || checkpoints.mechanism === "gpc",
+        },
+        open: (i, value) => openZooKeeper(bench.cluster.gateways, i, value, options),
+        sample: () => sampleTara(bench),
+      };
+      return runTarget(options, target);
+    },
+  );
 }
 
 async function runZooKeeper(options: CompareOptions): Promise<ComparePoint[]> {

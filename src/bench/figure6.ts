@@ -12,7 +12,12 @@ import type { TaraClientStats } from "../client/tara-client.js";
 import { leaderOf } from "../tara/config.js";
 import type { CheckpointConfig } from "../platform/runtime/config.js";
 import type { InstanceStatus } from "../platform/tmaster/plan-tracker.js";
-import { round, withBenchCluster, type BenchCluster, type ClusterStatus } from "./bench-cluster.js";
+import {
+  round,
+  withServiceCluster,
+  type BenchCluster,
+  type ClusterStatus,
+} from "./bench-cluster.js";
 import { cpuShares, readCpuTimes, type MachineFacts } from "./report/machine.js";
 import { renderPlot } from "./report/plot.js";
 import { writeCsv, writeJson } from "./report/results.js";
@@ -25,7 +30,6 @@ export type CrashMechanism = (typeof CRASH_MECHANISMS)[number];
 
 /** Width of one timeline interval. */
 export const INTERVAL_MS = 100;
-const CONTAINERS = 3;
 const STATUS_POLL_MS = 100;
 /** A victim not back by the end of the run is waited for this much longer (load stopped). */
 const RETURN_GRACE_MS = 10_000;
@@ -281,36 +285,31 @@ export async function runFigure6(
 }
 
 function runScenario(options: Figure6Options, scenario: Scenario): Promise<ScenarioResult> {
-  const launch = {
-    topology: "kv",
-    params: options.params,
-    containers: CONTAINERS,
-    allowColocation: false,
-    gatewayPort: 0,
-    checkpoints: checkpointsOf(scenario.mechanism, options.gpcIntervalMs),
-  };
+  const checkpoints = checkpointsOf(scenario.mechanism, options.gpcIntervalMs);
   const log = (line: string) => options.log(`${scenario.title}: ${line}`);
-  return withBenchCluster(launch, options.log, scenario.title, async (bench) => {
-    await bench.waitFor("every replica running", (s) =>
-      s.instances.every((i) => i.state === "running"),
-    );
-    const clients: KvClient[] = [];
-    try {
-      for (let i = 0; i < options.clients; i++) {
-        const client = new KvClient({
-          gateways: bench.cluster.gateways,
-          timeoutMs: options.clientTimeoutMs,
-          firstGateway: i % bench.cluster.gateways.length,
-        });
-        clients.push(client);
-        await client.connect();
+  return withServiceCluster(
+    { topology: "kv", params: options.params, checkpoints },
+    options.log,
+    scenario.title,
+    async (bench) => {
+      const clients: KvClient[] = [];
+      try {
+        for (let i = 0; i < options.clients; i++) {
+          const client = new KvClient({
+            gateways: bench.cluster.gateways,
+            timeoutMs: options.clientTimeoutMs,
+            firstGateway: i % bench.cluster.gateways.length,
+          });
+          clients.push(client);
+          await client.connect();
+        }
+        options.step(`${scenario.title}: cluster up`);
+        return await measure(options, scenario, bench, clients, log);
+      } finally {
+        await Promise.all(clients.map((c) => c.close()));
       }
-      options.step(`${scenario.title}: cluster up`);
-      return await measure(options, scenario, bench, clients, log);
-    } finally {
-      await Promise.all(clients.map((c) => c.close()));
-    }
-  });
+    },
+  );
 }
 
 interface Victim {

@@ -12,7 +12,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { KvClient } from "../client/kv-client.js";
-import { round, withBenchCluster, type ClusterStatus } from "./bench-cluster.js";
+import { round, withServiceCluster, type ClusterStatus } from "./bench-cluster.js";
 import { latencyHistogram, summarize, type LatencySummary } from "./latency.js";
 import { cpuShares, readCpuTimes } from "./report/machine.js";
 import type { Mechanism } from "../platform/api/stage.js";
@@ -74,80 +74,74 @@ export interface ThroughputRun {
 
 type Status = ClusterStatus;
 
-const CONTAINERS = 3;
-
 export function runThroughputBench(options: ThroughputOptions): Promise<ThroughputRun> {
-  const launch = {
-    topology: "kv",
-    params: options.params,
-    containers: CONTAINERS,
-    allowColocation: false,
-    gatewayPort: 0,
-    checkpoints: options.checkpoints,
-  };
   const label =
     options.label ??
     options.checkpoints.mechanism + (options.checkpoints.instance ? "+instance" : "");
-  return withBenchCluster(launch, options.progress, label, async (bench) => {
-    await bench.waitFor("every replica running", (s) =>
-      s.instances.every((i) => i.state === "running"),
-    );
-    const points: ThroughputPoint[] = [];
-    const clients: KvClient[] = [];
-    const connectUpTo = async (count: number) => {
-      while (clients.length < count) {
-        const client = new KvClient({
-          gateways: bench.cluster.gateways,
-          timeoutMs: options.timeoutMs ?? 2000,
-          firstGateway: clients.length % bench.cluster.gateways.length,
-        });
-        await client.connect();
-        clients.push(client);
-      }
-    };
-    let warmup: ThroughputRun["warmup"] = null;
-    const skipped: number[] = [];
-    try {
-      if ((options.clusterWarmupS ?? 0) > 0) {
-        const count = Math.min(options.clusterWarmupClients ?? 32, Math.max(...options.clients));
-        await connectUpTo(count);
-        options.progress(
-          `${label}: cluster warm-up, ${count} clients for ${options.clusterWarmupS}s`,
-        );
-        const load = new ClosedLoop(clients.slice(0, count), options.valueBytes);
-        const perSecond: number[] = [];
-        for (let s = 0; s < options.clusterWarmupS!; s++) {
-          const before = load.completed;
-          await sleep(Math.min(1, options.clusterWarmupS! - s) * 1000);
-          perSecond.push(load.completed - before);
+  return withServiceCluster(
+    { topology: "kv", params: options.params, checkpoints: options.checkpoints },
+    options.progress,
+    label,
+    async (bench) => {
+      const points: ThroughputPoint[] = [];
+      const clients: KvClient[] = [];
+      const connectUpTo = async (count: number) => {
+        while (clients.length < count) {
+          const client = new KvClient({
+            gateways: bench.cluster.gateways,
+            timeoutMs: options.timeoutMs ?? 2000,
+            firstGateway: clients.length % bench.cluster.gateways.length,
+          });
+          await client.connect();
+          clients.push(client);
         }
-        await load.stop();
-        warmup = { clients: count, perSecond };
-        options.progress(`${label}: warm-up requests per second: ${perSecond.join(", ")}`);
-      }
-      for (const [n, count] of options.clients.entries()) {
-        await connectUpTo(count);
-        options.progress(
-          `${label}, ${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
-        );
-        const point = await measure(options, clients.slice(0, count), bench.status);
-        points.push(point);
-        options.onPoint?.(point);
-        options.progress(
-          `${label}, ${count} clients: ${point.requestsPerSec} req/s, p50 ${point.p50Ms} ms, ` +
-            `p99 ${point.p99Ms} ms${point.retries > 0 ? `, ${point.retries} retries` : ""}`,
-        );
-        if (n < options.clients.length - 1 && options.stopWhen?.(points)) {
-          skipped.push(...options.clients.slice(n + 1));
-          options.progress(`${label}: throughput stopped growing; skipping ${skipped.join(", ")}`);
-          break;
+      };
+      let warmup: ThroughputRun["warmup"] = null;
+      const skipped: number[] = [];
+      try {
+        if ((options.clusterWarmupS ?? 0) > 0) {
+          const count = Math.min(options.clusterWarmupClients ?? 32, Math.max(...options.clients));
+          await connectUpTo(count);
+          options.progress(
+            `${label}: cluster warm-up, ${count} clients for ${options.clusterWarmupS}s`,
+          );
+          const load = new ClosedLoop(clients.slice(0, count), options.valueBytes);
+          const perSecond: number[] = [];
+          for (let s = 0; s < options.clusterWarmupS!; s++) {
+            const before = load.completed;
+            await sleep(Math.min(1, options.clusterWarmupS! - s) * 1000);
+            perSecond.push(load.completed - before);
+          }
+          await load.stop();
+          warmup = { clients: count, perSecond };
+          options.progress(`${label}: warm-up requests per second: ${perSecond.join(", ")}`);
         }
+        for (const [n, count] of options.clients.entries()) {
+          await connectUpTo(count);
+          options.progress(
+            `${label}, ${count} clients: warming up ${options.warmupS}s, measuring ${options.durationS}s`,
+          );
+          const point = await measure(options, clients.slice(0, count), bench.status);
+          points.push(point);
+          options.onPoint?.(point);
+          options.progress(
+            `${label}, ${count} clients: ${point.requestsPerSec} req/s, p50 ${point.p50Ms} ms, ` +
+              `p99 ${point.p99Ms} ms${point.retries > 0 ? `, ${point.retries} retries` : ""}`,
+          );
+          if (n < options.clients.length - 1 && options.stopWhen?.(points)) {
+            skipped.push(...options.clients.slice(n + 1));
+            options.progress(
+              `${label}: throughput stopped growing; skipping ${skipped.join(", ")}`,
+            );
+            break;
+          }
+        }
+      } finally {
+        await Promise.all(clients.map((c) => c.client.close()));
       }
-    } finally {
-      await Promise.all(clients.map((c) => c.client.close()));
-    }
-    return { points, warmup, skipped };
-  });
+      return { points, warmup, skipped };
+    },
+  );
 }
 
 /** Clients that each keep one `put` outstanding until stopped. */
