@@ -32,7 +32,7 @@ import {
   type SyncCheckpointReader,
 } from "../platform/checkpoint/store/recovery.js";
 import {
-  CheckpointRejected,
+  CheckpointMissing,
   describeOwner,
   type CheckpointOwner,
   type EntryRef,
@@ -179,7 +179,7 @@ export class SimStore implements SyncCheckpointReader {
 
   get(ref: EntryRef): Uint8Array {
     const stored = this.owners.get(describeOwner(ref.owner))?.get(entryName(ref));
-    if (!stored) throw new CheckpointRejected(ref, "no such entry");
+    if (!stored) throw new CheckpointMissing(ref);
     return decodeEntry(ref, stored.bytes);
   }
 

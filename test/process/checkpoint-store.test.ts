@@ -162,6 +162,28 @@ function storeBehaviour(backend: () => Backend): void {
     });
   });
 
+  it("reads a whole version of an entry that another writer replaces meanwhile", async () => {
+    // Every executor saves the group checkpoint at the same sequence number under the same ref,
+    // while a restarted one may be reading it.
+    await withStore(backend(), async (reader) => {
+      await withStore(backend(), async (writer) => {
+        const owner = freshOwner("group");
+        const entry = ref(owner, 1000, "base");
+        const versions = [randomBytes(3 * 1024 * 1024), randomBytes(3 * 1024 * 1024)] as const;
+        await writer.put(entry, versions[0]);
+        for (let round = 1; round <= 20; round++) {
+          const put = writer.put(entry, versions[round % 2 === 0 ? 0 : 1]);
+          await new Promise((resolve) => setTimeout(resolve, round));
+          const [read] = await Promise.all([reader.get(entry), put]);
+          assert.ok(
+            versions.some((version) => version.equals(read)),
+            `round ${round}: the read is neither version`,
+          );
+        }
+      });
+    });
+  });
+
   it("keeps entries of several MB intact", async () => {
     await withStore(backend(), async (store) => {
       const owner = freshOwner();
@@ -289,6 +311,37 @@ function storeBehaviour(backend: () => Backend): void {
         const chain = await loadLatest(store, owner, log);
         assert.equal("base" in chain, false);
         assert.deepEqual(summary(chain).deltas, ["1: delta 1", "2: delta 2", "10: delta 10"]);
+      });
+    });
+
+    it("lists again when another writer pruned what it listed before it was read", async () => {
+      await withStore(backend(), async (store) => {
+        await withStore(backend(), async (otherWriter) => {
+          const owner = freshOwner("group");
+          await writeChain(store, owner);
+          // Between the reader's listing and its first read, the other writer saves two newer
+          // bases and prunes everything before the newest.
+          let interleaved = false;
+          const reader: CheckpointStore = Object.create(store, {
+            get: {
+              value: async (entry: EntryRef) => {
+                if (!interleaved) {
+                  interleaved = true;
+                  await otherWriter.put(ref(owner, 9, "base"), text("base 9"));
+                  await otherWriter.put(ref(owner, 12, "base"), text("base 12"));
+                  await pruneBefore(otherWriter, owner, 12);
+                }
+                return store.get(entry);
+              },
+            },
+          });
+          const log = collectingLog();
+          assert.deepEqual(summary(await loadLatest(reader, owner, log)), {
+            base: "12: base 12",
+            deltas: [],
+          });
+          assert.deepEqual(log.warnings, [], "a pruned entry is not a damaged one");
+        });
       });
     });
 

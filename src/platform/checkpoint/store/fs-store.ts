@@ -76,6 +76,7 @@ import {
   type SegmentName,
 } from "./segment.js";
 import {
+  CheckpointMissing,
   CheckpointRejected,
   type CheckpointOwner,
   type CheckpointStore,
@@ -219,7 +220,7 @@ export class FsCheckpointStore implements CheckpointStore {
       try {
         bytes = await readFile(this.entryPath(ref));
       } catch (error) {
-        if (errorCode(error) === "ENOENT") throw new CheckpointRejected(ref, "no such entry");
+        if (errorCode(error) === "ENOENT") throw new CheckpointMissing(ref);
         throw error;
       }
       return decodeEntry(ref, bytes);
@@ -438,8 +439,9 @@ export class FsCheckpointStore implements CheckpointStore {
     ref: EntryRef,
     copies: readonly Copy[],
   ): Promise<Uint8Array> {
-    if (copies.length === 0) throw new CheckpointRejected(ref, "no such entry");
+    if (copies.length === 0) throw new CheckpointMissing(ref);
     const problems: string[] = [];
+    let gone = 0;
     for (const copy of copies) {
       const where = copy.length === undefined ? copy.file : `${copy.file} at ${copy.offset}`;
       if (copy.problem !== undefined) {
@@ -456,6 +458,7 @@ export class FsCheckpointStore implements CheckpointStore {
       } catch (error) {
         if (errorCode(error) !== "ENOENT") throw error;
         problems.push(`${where}: the file is gone`);
+        gone++;
         continue;
       }
       try {
@@ -465,6 +468,8 @@ export class FsCheckpointStore implements CheckpointStore {
         problems.push(`${where}: ${error.reason}`);
       }
     }
+    // Pruned since the scan: missing, not damaged.
+    if (gone === copies.length) throw new CheckpointMissing(ref);
     throw new CheckpointRejected(ref, problems.join("; "));
   }
 

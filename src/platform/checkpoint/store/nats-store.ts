@@ -41,6 +41,7 @@ import {
   validateRef,
 } from "./format.js";
 import {
+  CheckpointMissing,
   CheckpointRejected,
   describeRef,
   type CheckpointOwner,
@@ -178,39 +179,59 @@ export class NatsCheckpointStore implements CheckpointStore {
     const bytes = await this.run(
       `get ${describeRef(ref)}`,
       async () => {
-        let result;
-        try {
-          result = await this.objects.get(name);
-        } catch (error) {
-          // The object's metadata message is not valid JSON or names no known digest.
-          if (error instanceof SyntaxError || /digest/i.test(message(error))) {
-            throw new CheckpointRejected(ref, `corrupt object metadata: ${message(error)}`);
+        for (let replaced = 0; ; replaced++) {
+          const read = await this.readObject(ref, name, (opened) => (reader = opened));
+          if (read !== "replaced") return read;
+          if (replaced === 3) {
+            throw new Error(`${name} was replaced during each of 4 reads (retry later)`);
           }
-          throw error;
         }
-        if (result === null) throw new CheckpointRejected(ref, "no such entry");
-        reader = result.data.getReader();
-        const parts: Uint8Array[] = [];
-        let length = 0;
-        try {
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            parts.push(value);
-            length += value.length;
-          }
-        } catch (error) {
-          // The object store checks the SHA-256 of the chunks against the metadata.
-          if (/corrupt object|digests do not match/i.test(message(error))) {
-            throw new CheckpointRejected(ref, "object chunks do not match their SHA-256 digest");
-          }
-          throw error;
-        }
-        return Buffer.concat(parts, length);
       },
       () => void reader?.cancel().catch(() => undefined),
     );
     return decodeEntry(ref, bytes);
+  }
+
+  /** One read of an object's chunks; "replaced" if another writer replaced it meanwhile. */
+  private async readObject(
+    ref: EntryRef,
+    name: string,
+    opened: (reader: ReadableStreamDefaultReader<Uint8Array>) => void,
+  ): Promise<Uint8Array | "replaced"> {
+    let result;
+    try {
+      result = await this.objects.get(name);
+    } catch (error) {
+      // The object's metadata message is not valid JSON or names no known digest.
+      if (error instanceof SyntaxError || /digest/i.test(message(error))) {
+        throw new CheckpointRejected(ref, `corrupt object metadata: ${message(error)}`);
+      }
+      throw error;
+    }
+    if (result === null) throw new CheckpointMissing(ref);
+    const reader = result.data.getReader();
+    opened(reader);
+    const parts: Uint8Array[] = [];
+    let length = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(value);
+        length += value.length;
+      }
+    } catch (error) {
+      // The object store checks the SHA-256 of the chunks against the metadata.
+      if (/corrupt object|digests do not match/i.test(message(error))) {
+        // Every executor saves the same group checkpoint: a put of the same name publishes new
+        // chunks, then purges the ones being read here.
+        const now = await this.objects.info(name);
+        if (now && now.nuid !== result.info.nuid) return "replaced";
+        throw new CheckpointRejected(ref, "object chunks do not match their SHA-256 digest");
+      }
+      throw error;
+    }
+    return Buffer.concat(parts, length);
   }
 
   async delete(refs: readonly EntryRef[]): Promise<void> {

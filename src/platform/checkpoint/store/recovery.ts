@@ -3,6 +3,7 @@
  * can go once a newer base is durable.
  */
 import {
+  CheckpointMissing,
   CheckpointRejected,
   describeOwner,
   describeRef,
@@ -52,6 +53,8 @@ export class CheckpointChainBroken extends Error {
  *   the deltas after it are not used (they would apply to a state that misses the bad one).
  * - No base at all (an owner that never compacted): the deltas from the start.
  * - Nothing stored: `{ deltas: [] }`.
+ * - An entry listed but gone when read (pruned meanwhile by another writer of the owner): the
+ *   chain is read again from a new listing.
  * - Bases stored but every one rejected: throws `CheckpointChainBroken`. Deltas older than the
  *   oldest base may have been pruned, so rebuilding from deltas alone could silently produce a
  *   state that misses a prefix.
@@ -64,14 +67,39 @@ export async function loadLatest(
   owner: CheckpointOwner,
   log: RecoveryLog,
 ): Promise<RecoveredChain> {
-  const steps = chainSteps(owner, await store.list(owner), store.description, log);
-  let step = steps.next();
-  while (!step.done) {
-    const ref = step.value;
-    step = steps.next(await getOrReject(() => store.get(ref)));
+  for (let listing = 1; ; listing++) {
+    const steps = chainSteps(owner, await store.list(owner), store.description, log);
+    try {
+      let step = steps.next();
+      while (!step.done) {
+        const ref = step.value;
+        step = steps.next(await getOrReject(() => store.get(ref)));
+      }
+      return step.value;
+    } catch (error) {
+      if (!(error instanceof StaleListing) || listing === MAX_LISTINGS) throw error;
+    }
   }
-  return step.value;
 }
+
+/**
+ * An entry of the listing vanished before it was read: another writer of the owner (an
+ * executor saving the shared group checkpoints) pruned it because newer ones exist. The chain
+ * is walked again on a new listing. A store that keeps pruning under the reader for
+ * `MAX_LISTINGS` listings fails the load like an outage (the caller retries later); it is no
+ * reason to fall back to older state.
+ */
+class StaleListing extends Error {
+  constructor(owner: CheckpointOwner, ref: EntryRef) {
+    super(
+      `the checkpoints of ${describeOwner(owner)} changed during every one of ${MAX_LISTINGS} ` +
+        `reads (${describeRef(ref)} was listed, then gone)`,
+    );
+    this.name = "StaleListing";
+  }
+}
+
+const MAX_LISTINGS = 5;
 
 /** A store read synchronously (the simulator's): the same contract as `CheckpointStore`'s. */
 export interface SyncCheckpointReader {
@@ -122,6 +150,7 @@ function* chainSteps(
   const rejectedBases: string[] = [];
   for (const ref of bases) {
     const data = yield ref;
+    if (data instanceof CheckpointMissing) throw new StaleListing(owner, ref);
     if (data instanceof CheckpointRejected) {
       rejected(ref, data, "checkpoint base rejected; trying the previous one");
       rejectedBases.push(data.message);
@@ -137,6 +166,7 @@ function* chainSteps(
   for (const ref of refs) {
     if (ref.kind !== "delta" || ref.id <= after) continue;
     const data = yield ref;
+    if (data instanceof CheckpointMissing) throw new StaleListing(owner, ref);
     if (data instanceof CheckpointRejected) {
       rejected(ref, data, "checkpoint delta rejected; recovering up to the one before it");
       break;

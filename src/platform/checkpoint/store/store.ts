@@ -60,6 +60,17 @@ export class CheckpointRejected extends Error {
   }
 }
 
+/**
+ * The entry is not (or no longer) there: a read after a listing that a concurrent prune made
+ * stale, or a ref that was never written. Not a sign of damage.
+ */
+export class CheckpointMissing extends CheckpointRejected {
+  constructor(ref: EntryRef) {
+    super(ref, "no such entry");
+    this.name = "CheckpointMissing";
+  }
+}
+
 export function describeOwner(owner: CheckpointOwner): string {
   return `${owner.topology}/${owner.stage}/${owner.replica}`;
 }
