@@ -227,6 +227,26 @@ export interface Target {
   goal: string;
   /** null: not measured in this run (a curve or point is missing). */
   met: boolean | null;
+  /** The measured figure (a ratio, or ms), for the median over repeated runs; null: none. */
+  value: number | null;
+  unit: "ratio" | "ms";
+  /** The goal as a number: met when `value` is at least (higher) or below (lower) it. */
+  threshold: number;
+  better: "higher" | "lower";
+}
+
+function judged(
+  target: Pick<Target, "name" | "goal" | "unit" | "threshold" | "better">,
+  value: number | null,
+  measured: string,
+): Target {
+  const met =
+    value === null
+      ? null
+      : target.better === "higher"
+        ? value >= target.threshold
+        : value < target.threshold;
+  return { ...target, value, measured, met };
 }
 
 const pct = (x: number) => `${Math.round(x * 100)}%`;
@@ -241,17 +261,20 @@ export function figure4Targets(results: readonly CurveResult[]): Target[] {
   const pdc = byMechanism(results, "pdc")[0]?.peak;
   return LPC_MECHANISMS.map((mechanism) => {
     const peak = byMechanism(results, mechanism)[0]?.peak;
-    const name = `${NAMES[mechanism]} peak within 5% of PDC's (group checkpoints)`;
-    if (!pdc || !peak || pdc.requestsPerSec === 0) {
-      return { name, measured: "not measured", goal: "≥ 95%", met: null };
-    }
-    const ratio = peak.requestsPerSec / pdc.requestsPerSec;
-    return {
-      name,
-      measured: `${pct(ratio)} (${fmt(peak.requestsPerSec)} vs ${fmt(pdc.requestsPerSec)} req/s)`,
+    const target = {
+      name: `${NAMES[mechanism]} peak within 5% of PDC's (group checkpoints)`,
       goal: "≥ 95%",
-      met: ratio >= 0.95,
+      unit: "ratio" as const,
+      threshold: 0.95,
+      better: "higher" as const,
     };
+    if (!pdc || !peak || pdc.requestsPerSec === 0) return judged(target, null, "not measured");
+    const ratio = peak.requestsPerSec / pdc.requestsPerSec;
+    return judged(
+      target,
+      ratio,
+      `${pct(ratio)} (${fmt(peak.requestsPerSec)} vs ${fmt(pdc.requestsPerSec)} req/s)`,
+    );
   });
 }
 
@@ -261,41 +284,163 @@ export function figure5Targets(results: readonly CurveResult[]): Target[] {
   const pdc = byMechanism(results, "pdc")[0]?.peak;
   const lpcCs = peakOf(byMechanism(results, "lpc-cs").flatMap((r) => (r.peak ? [r.peak] : [])));
   const best = byMechanism(results, "lpc-cs").find((r) => r.peak === lpcCs);
-  const name = "LPC-CS peak with instance checkpoints ≥ half the PDC peak";
+  const half = {
+    name: "LPC-CS peak with instance checkpoints ≥ half the PDC peak",
+    goal: "≥ 50%",
+    unit: "ratio" as const,
+    threshold: 0.5,
+    better: "higher" as const,
+  };
   if (!pdc || !lpcCs || !best) {
-    targets.push({ name, measured: "not measured", goal: "≥ 50%", met: null });
+    targets.push(judged(half, null, "not measured"));
   } else {
     const ratio = lpcCs.requestsPerSec / pdc.requestsPerSec;
-    targets.push({
-      name,
-      measured: `${pct(ratio)} (${best.curve.label}: ${fmt(lpcCs.requestsPerSec)} vs ${fmt(pdc.requestsPerSec)} req/s)`,
-      goal: "≥ 50%",
-      met: ratio >= 0.5,
-    });
+    targets.push(
+      judged(
+        half,
+        ratio,
+        `${pct(ratio)} (${best.curve.label}: ${fmt(lpcCs.requestsPerSec)} vs ${fmt(pdc.requestsPerSec)} req/s)`,
+      ),
+    );
   }
   for (const mechanism of LPC_MECHANISMS) {
     for (const r of byMechanism(results, mechanism)) {
       const at16 = r.run.points.find((p) => p.clients === 16);
-      targets.push({
-        name: `${r.curve.label}: p50 at 16 clients`,
-        measured: at16 ? `${at16.p50Ms.toFixed(1)} ms` : "no 16-client point",
-        goal: "< 5 ms",
-        met: at16 ? at16.p50Ms < 5 : null,
-      });
+      targets.push(
+        judged(
+          {
+            name: `${r.curve.label}: p50 at 16 clients`,
+            goal: "< 5 ms",
+            unit: "ms",
+            threshold: 5,
+            better: "lower",
+          },
+          at16?.p50Ms ?? null,
+          at16 ? `${at16.p50Ms.toFixed(1)} ms` : "no 16-client point",
+        ),
+      );
     }
   }
   for (const r of byMechanism(results, "gpc")) {
     const interval = r.curve.checkpoints.gpcIntervalMs;
-    targets.push({
-      name: `${r.curve.label}: p50 at peak throughput`,
-      measured: r.peak
-        ? `${fmt(r.peak.p50Ms)} ms (${r.peak.clients} clients, ${fmt(r.peak.requestsPerSec)} req/s)`
-        : "not measured",
-      goal: `< ${fmt(3 * interval)} ms (3x interval)`,
-      met: r.peak ? r.peak.p50Ms < 3 * interval : null,
-    });
+    targets.push(
+      judged(
+        {
+          name: `${r.curve.label}: p50 at peak throughput`,
+          goal: `< ${fmt(3 * interval)} ms (3x interval)`,
+          unit: "ms",
+          threshold: 3 * interval,
+          better: "lower",
+        },
+        r.peak?.p50Ms ?? null,
+        r.peak
+          ? `${fmt(r.peak.p50Ms)} ms (${r.peak.clients} clients, ${fmt(r.peak.requestsPerSec)} req/s)`
+          : "not measured",
+      ),
+    );
   }
   return targets;
+}
+
+// ---- Repeated runs: medians and spread ----
+
+/** The median of a non-empty list (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) throw new RangeError("median of nothing");
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  /** Runs that measured it. */
+  runs: number;
+}
+
+export function spreadOf(values: readonly number[]): Spread | null {
+  if (values.length === 0) return null;
+  return {
+    median: median(values),
+    min: Math.min(...values),
+    max: Math.max(...values),
+    runs: values.length,
+  };
+}
+
+/**
+ * Each target over repeated runs: judged on the median of the per-run figures (each measured
+ * side by side within its run), with the min-max spread in `measured`.
+ */
+export function summarizeTargets(runs: readonly (readonly Target[])[]): Target[] {
+  const byName = new Map<string, Target[]>();
+  for (const targets of runs) {
+    for (const target of targets)
+      byName.set(target.name, [...(byName.get(target.name) ?? []), target]);
+  }
+  return [...byName.values()].map((all) => {
+    const first = all[0]!;
+    const spread = spreadOf(all.flatMap((t) => (t.value === null ? [] : [t.value])));
+    if (!spread) return judged(first, null, "not measured");
+    const show = (x: number) => (first.unit === "ratio" ? pct(x) : `${x.toFixed(1)} ms`);
+    return judged(
+      first,
+      spread.median,
+      `median ${show(spread.median)} (${show(spread.min)}–${show(spread.max)}, ${spread.runs} of ${all.length} runs)`,
+    );
+  });
+}
+
+export interface PeakSummary {
+  curve: string;
+  curveId: string;
+  /** Each run's peak, in run order (null: the curve failed in that run). */
+  perRun: (number | null)[];
+  peak: Spread | null;
+}
+
+/** Each curve's peak throughput over repeated runs. */
+export function summarizePeaks(runs: readonly (readonly CurveResult[])[]): PeakSummary[] {
+  const first = runs[0] ?? [];
+  return first.map(({ curve }) => {
+    const perRun = runs.map(
+      (results) => results.find((r) => r.curve.id === curve.id)?.peak?.requestsPerSec ?? null,
+    );
+    return {
+      curve: curve.label,
+      curveId: curve.id,
+      perRun,
+      peak: spreadOf(perRun.flatMap((x) => (x === null ? [] : [x]))),
+    };
+  });
+}
+
+/**
+ * The median curve of repeated runs, for the plots: per curve and client count, the median
+ * throughput and the median of each latency percentile over the runs that measured the point.
+ */
+export function medianRows<
+  Row extends {
+    curveId: string;
+    clients: number;
+    requestsPerSec: number;
+    p50Ms: number;
+    p99Ms: number;
+  },
+>(rows: readonly Row[]): Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const row of rows) {
+    const key = `${row.curveId}\u0000${row.clients}`;
+    groups.set(key, [...(groups.get(key) ?? []), row]);
+  }
+  return [...groups.values()].map((group) => ({
+    ...group[0]!,
+    requestsPerSec: Math.round(median(group.map((r) => r.requestsPerSec))),
+    p50Ms: median(group.map((r) => r.p50Ms)),
+    p99Ms: median(group.map((r) => r.p99Ms)),
+  }));
 }
 
 /** The paper's figures, read off its text (Section 5), for a ratio beside ours. */

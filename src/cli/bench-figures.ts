@@ -10,19 +10,23 @@ import {
   figure5Curves,
   figure5Targets,
   GROUP_MECHANISMS,
+  medianRows,
   LPC_MECHANISMS,
   PAPER,
   paperPeak,
   pointRow,
   runCurves,
+  summarizePeaks,
+  summarizeTargets,
   type CurveResult,
+  type PeakSummary,
   type Target,
 } from "../bench/figures.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { renderPlot } from "../bench/report/plot.js";
 import { createProgress } from "../bench/report/progress.js";
 import { createResultsDir, writeCsv, writeJson } from "../bench/report/results.js";
-import { choiceList, integerList, param, seconds, secondsOrZero } from "./parsers.js";
+import { choiceList, integer, integerList, param, seconds, secondsOrZero } from "./parsers.js";
 import { registerCompare } from "./bench-compare.js";
 
 const FULL_CLIENTS = [1, 4, 16, 32, 64, 128, 256];
@@ -42,6 +46,7 @@ interface SweepFlags {
   clusterWarmup?: number;
   plateau: number;
   param: Record<string, string>;
+  repeat: number;
   quick: boolean;
   json: boolean;
 }
@@ -77,6 +82,13 @@ function addSweepOptions(command: Command, quickClients: number[]): Command {
       "TARA parameter, e.g. checkpointInterval=1000 (repeatable)",
       param,
       {},
+    )
+    .option(
+      "--repeat <n>",
+      "run every curve this many times (in rounds, so the machine's drift touches all curves " +
+        "alike); tables, targets and plots then show medians and the min-max spread",
+      integer(1, 100),
+      1,
     )
     .option("--quick", "a reduced run of about a minute: a smoke test", false)
     .option("--json", "one JSON object per point and per target on stdout", false);
@@ -179,43 +191,65 @@ async function runFigure(
   };
   const { dir, startedAt } = createResultsDir(figure);
   const machineBefore = machineFacts();
-  const bar = createProgress(figure, curves.length * sweep.clients.length);
+  const repeat = flags.repeat;
+  const bar = createProgress(figure, repeat * curves.length * sweep.clients.length);
   bar.log(
-    `${figure}: ${curves.length} curves (${curves.map((c) => c.label).join(", ")}); results in ${dir}`,
+    `${figure}: ${curves.length} curves (${curves.map((c) => c.label).join(", ")})` +
+      `${repeat > 1 ? `, ${repeat} runs` : ""}; results in ${dir}`,
   );
-  let results: CurveResult[];
+  const runs: CurveResult[][] = [];
   try {
-    results = await runCurves(curves, {
-      ...sweep,
-      progress: (line) => bar.log(line),
-      onPoint: (curve, point, skipped) => {
-        if (point) {
-          bar.tick(1, `${curve.label}, ${point.clients} clients: ${point.requestsPerSec} req/s`);
-        } else {
-          bar.tick(skipped, `${curve.label}: ${skipped} points skipped`);
-        }
-      },
-    });
+    for (let run = 1; run <= repeat; run++) {
+      const tag = repeat > 1 ? `run ${run}/${repeat}, ` : "";
+      runs.push(
+        await runCurves(curves, {
+          ...sweep,
+          progress: (line) => bar.log(`${tag}${line}`),
+          onPoint: (curve, point, skipped) => {
+            if (point) {
+              bar.tick(
+                1,
+                `${tag}${curve.label}, ${point.clients} clients: ${point.requestsPerSec} req/s`,
+              );
+            } else {
+              bar.tick(skipped, `${tag}${curve.label}: ${skipped} points skipped`);
+            }
+          },
+        }),
+      );
+    }
   } finally {
     bar.stop();
   }
-  const targets = figure === "figure4" ? figure4Targets(results) : figure5Targets(results);
-  const rows = results.flatMap((r) => r.run.points.map((p) => pointRow(figure, r.curve, p)));
-  const peaks = results.map((r) => {
-    const paper = paperPeak(figure, r.curve);
-    return {
-      curve: r.curve.label,
-      curveId: r.curve.id,
-      peakRequestsPerSec: r.peak?.requestsPerSec ?? null,
-      peakClients: r.peak?.clients ?? null,
-      peakP50Ms: r.peak?.p50Ms ?? null,
-      peakP99Ms: r.peak?.p99Ms ?? null,
-      paperPeakRequestsPerSec: paper,
-      ratioToPaper:
-        paper && r.peak ? Math.round((r.peak.requestsPerSec / paper) * 100) / 100 : null,
-      skippedClients: r.run.skipped.join(" "),
-    };
+  const targetsOf = figure === "figure4" ? figure4Targets : figure5Targets;
+  const perRun = runs.map((results, i) => {
+    const peaks = results.map((r) => {
+      const paper = paperPeak(figure, r.curve);
+      return {
+        run: i + 1,
+        curve: r.curve.label,
+        curveId: r.curve.id,
+        peakRequestsPerSec: r.peak?.requestsPerSec ?? null,
+        peakClients: r.peak?.clients ?? null,
+        peakP50Ms: r.peak?.p50Ms ?? null,
+        peakP99Ms: r.peak?.p99Ms ?? null,
+        paperPeakRequestsPerSec: paper,
+        ratioToPaper:
+          paper && r.peak ? Math.round((r.peak.requestsPerSec / paper) * 100) / 100 : null,
+        skippedClients: r.run.skipped.join(" "),
+      };
+    });
+    const rows = results.flatMap((r) =>
+      r.run.points.map((p) => ({ run: i + 1, ...pointRow(figure, r.curve, p) })),
+    );
+    return { results, peaks, rows, targets: targetsOf(results) };
   });
+  const rows = perRun.flatMap((r) => r.rows);
+  const peaks = perRun.flatMap((r) => r.peaks);
+  const summary = {
+    peaks: summarizePeaks(runs),
+    targets: repeat > 1 ? summarizeTargets(perRun.map((r) => r.targets)) : perRun[0]!.targets,
+  };
   const files = [
     writeCsv(dir, "points", rows),
     writeCsv(dir, "peaks", peaks),
@@ -226,53 +260,96 @@ async function runFigure(
       machine: { before: machineBefore, after: machineFacts() },
       options: { ...sweep, flags },
       paper: figure === "figure4" ? PAPER.figure4 : PAPER.figure5,
-      curves: results.map((r) => ({
-        id: r.curve.id,
-        label: r.curve.label,
-        checkpoints: r.curve.checkpoints,
-        clientTimeoutMs: r.curve.timeoutMs,
-        error: r.error ?? null,
-        warmup: r.run.warmup,
-        skipped: r.run.skipped,
-        points: r.run.points,
+      runs: perRun.map(({ results, peaks: runPeaks, targets }, i) => ({
+        run: i + 1,
+        curves: results.map((r) => ({
+          id: r.curve.id,
+          label: r.curve.label,
+          checkpoints: r.curve.checkpoints,
+          clientTimeoutMs: r.curve.timeoutMs,
+          error: r.error ?? null,
+          warmup: r.run.warmup,
+          skipped: r.run.skipped,
+          points: r.run.points,
+        })),
+        peaks: runPeaks,
+        targets,
       })),
-      peaks,
-      targets,
+      summary,
     }),
   ];
   const title =
     figure === "figure4"
       ? "Figure 4: group checkpoints (executors every 1,000 requests)"
       : "Figure 5: instance checkpoints (full crash recovery)";
+  const plotted = repeat > 1 ? medianRows(rows) : rows;
   // Nothing to draw if every curve failed.
-  const plots = rows.length > 0 ? (["p50", "p99"] as const) : [];
+  const plots = plotted.length > 0 ? (["p50", "p99"] as const) : [];
   for (const name of plots) {
     const field = `${name}Ms` as const;
     const plot = await renderPlot(dir, `${figure}-${name}`, {
-      title: `${title}, ${name} latency`,
+      title: `${title}, ${name} latency${repeat > 1 ? `, median of ${repeat} runs` : ""}`,
       x: { field: "requestsPerSec", title: "throughput (requests/s)" },
       // GPC's latencies are hundreds of ms, LPC's a few: a log axis shows both.
       y: { field, title: `${name} latency (ms)`, scale: figure === "figure5" ? "log" : "linear" },
       series: "curve",
       label: "clients",
-      rows,
+      rows: plotted,
     });
     files.push(plot.svg, plot.png);
   }
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify({ bench: figure, ...row }));
-    for (const target of targets) console.log(JSON.stringify({ bench: figure, target }));
+    for (const target of summary.targets) console.log(JSON.stringify({ bench: figure, target }));
+    if (repeat > 1) {
+      for (const peak of summary.peaks) console.log(JSON.stringify({ bench: figure, peak }));
+    }
     console.log(JSON.stringify({ bench: figure, dir, files }));
   } else {
-    console.log(figureTables(figure, results, peaks, targets));
+    for (const [i, run] of perRun.entries()) {
+      if (repeat > 1) console.log(`\nrun ${i + 1} of ${repeat}:`);
+      console.log(figureTables(figure, run.results, run.peaks, run.targets));
+    }
+    if (repeat > 1) console.log(summaryTables(figure, repeat, summary));
     console.log(`\nresults: ${dir}\n${files.map((f) => `  ${f}`).join("\n")}`);
   }
-  const failed = results.filter((r) => r.error !== undefined);
+  const failed = runs.flat().filter((r) => r.error !== undefined);
   if (failed.length > 0) {
     for (const r of failed)
       process.stderr.write(`${figure}: ${r.curve.label} failed: ${r.error}\n`);
     process.exitCode = 1;
   }
+}
+
+function summaryTables(
+  figure: string,
+  repeat: number,
+  summary: { peaks: PeakSummary[]; targets: Target[] },
+): string {
+  const style = tableStyle();
+  const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
+  const peaks = new Table({
+    head: ["curve", "median peak req/s", "min–max", "per run"],
+    colAligns: ["left", "right", "right", "left"],
+    ...style,
+  });
+  for (const p of summary.peaks) {
+    peaks.push([
+      p.curve,
+      p.peak ? fmt(p.peak.median) : "-",
+      p.peak ? `${fmt(p.peak.min)}–${fmt(p.peak.max)}` : "-",
+      p.perRun.map((x) => (x === null ? "failed" : fmt(x))).join(", "),
+    ]);
+  }
+  const targets = new Table({ head: ["target", "measured", "goal", "met"], ...style });
+  for (const t of summary.targets) {
+    targets.push([t.name, t.measured, t.goal, t.met === null ? "n/a" : t.met ? "yes" : "NO"]);
+  }
+  return [
+    `\n${figure}, ${repeat} runs: peaks and targets (each target's figure is measured within a run; the median over the runs is judged):`,
+    peaks.toString(),
+    targets.toString(),
+  ].join("\n");
 }
 
 function figureTables(
