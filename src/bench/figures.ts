@@ -9,6 +9,7 @@
  *   baseline of the targets.
  */
 import { round } from "./bench-cluster.js";
+import { groupBy, median, spreadOf, type Spread } from "./report/spread.js";
 import { runThroughputBench, type ThroughputPoint, type ThroughputRun } from "./throughput.js";
 import type { Mechanism } from "../platform/api/stage.js";
 import { checkpointConfigSchema, type CheckpointConfig } from "../platform/runtime/config.js";
@@ -344,43 +345,12 @@ export function figure5Targets(results: readonly CurveResult[]): Target[] {
 
 // ---- Repeated runs: medians and spread ----
 
-/** The median of a non-empty list (the mean of the middle two for an even count). */
-export function median(values: readonly number[]): number {
-  if (values.length === 0) throw new RangeError("median of nothing");
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-  /** Runs that measured it. */
-  runs: number;
-}
-
-export function spreadOf(values: readonly number[]): Spread | null {
-  if (values.length === 0) return null;
-  return {
-    median: median(values),
-    min: Math.min(...values),
-    max: Math.max(...values),
-    runs: values.length,
-  };
-}
-
 /**
  * Each target over repeated runs: judged on the median of the per-run figures (each measured
  * side by side within its run), with the min-max spread in `measured`.
  */
 export function summarizeTargets(runs: readonly (readonly Target[])[]): Target[] {
-  const byName = new Map<string, Target[]>();
-  for (const targets of runs) {
-    for (const target of targets)
-      byName.set(target.name, [...(byName.get(target.name) ?? []), target]);
-  }
-  return [...byName.values()].map((all) => {
+  return groupBy(runs.flat(), (target) => target.name).map((all) => {
     const first = all[0]!;
     const spread = spreadOf(all.flatMap((t) => (t.value === null ? [] : [t.value])));
     if (!spread) return judged(first, null, "not measured");
@@ -430,12 +400,7 @@ export function medianRows<
     p99Ms: number;
   },
 >(rows: readonly Row[]): Row[] {
-  const groups = new Map<string, Row[]>();
-  for (const row of rows) {
-    const key = `${row.curveId}\u0000${row.clients}`;
-    groups.set(key, [...(groups.get(key) ?? []), row]);
-  }
-  return [...groups.values()].map((group) => ({
+  return groupBy(rows, (row) => `${row.curveId} ${row.clients}`).map((group) => ({
     ...group[0]!,
     requestsPerSec: Math.round(median(group.map((r) => r.requestsPerSec))),
     p50Ms: median(group.map((r) => r.p50Ms)),

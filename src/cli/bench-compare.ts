@@ -15,6 +15,7 @@ import {
 } from "../bench/compare.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { renderPlot } from "../bench/report/plot.js";
+import { groupBy, median, spreadOf } from "../bench/report/spread.js";
 import { createProgress } from "../bench/report/progress.js";
 import { createResultsDir, writeCsv, writeJson } from "../bench/report/results.js";
 import {
@@ -33,6 +34,7 @@ type Flags = CheckpointFlags & {
   targets: CompareOptions["targets"];
   workloads: CompareOptions["workloads"];
   param: Record<string, string>;
+  repeat: number;
   quick: boolean;
   json: boolean;
 };
@@ -78,6 +80,13 @@ export function registerCompare(bench: Command): void {
       [...COMPARE_WORKLOADS],
     )
     .option("--param <key=value>", "Tara topology parameter (repeatable)", param, {})
+    .option(
+      "--repeat <n>",
+      "run the whole comparison this many times (in rounds); tables and plots then show " +
+        "medians and the min-max spread of each system's figures and of the ratios",
+      integer(1, 100),
+      1,
+    )
     .option("--quick", "a reduced run of about a minute: a smoke test", false)
     .option("--json", "one JSON object per point, then the ratios and skipped systems", false);
   addCheckpointOptions(compare).action(async (flags: Flags) => {
@@ -97,48 +106,68 @@ export function registerCompare(bench: Command): void {
     };
     const { dir, startedAt } = createResultsDir("compare");
     const machineBefore = machineFacts();
+    const repeat = flags.repeat;
     const bar = createProgress(
       "compare",
-      options.targets.length * clients.length * options.workloads.length,
+      repeat * options.targets.length * clients.length * options.workloads.length,
     );
-    bar.log(`compare: ${options.targets.join(", ")}; results in ${dir}`);
-    let result: CompareResult;
+    bar.log(
+      `compare: ${options.targets.join(", ")}${repeat > 1 ? `, ${repeat} runs` : ""}; results in ${dir}`,
+    );
+    const runs: CompareResult[] = [];
     try {
-      result = await runCompare({
-        ...options,
-        progress: (line) => bar.log(line),
-        onPoint: (point, skipped) =>
-          point
-            ? bar.tick(
-                1,
-                `${point.target} ${point.workload}, ${point.clients} clients: ${point.opsPerSec} ops/s`,
-              )
-            : bar.tick(skipped, "skipped"),
-      });
+      for (let run = 1; run <= repeat; run++) {
+        const tag = repeat > 1 ? `run ${run}/${repeat}, ` : "";
+        runs.push(
+          await runCompare({
+            ...options,
+            progress: (line) => bar.log(`${tag}${line}`),
+            onPoint: (point, skipped) =>
+              point
+                ? bar.tick(
+                    1,
+                    `${tag}${point.target} ${point.workload}, ${point.clients} clients: ${point.opsPerSec} ops/s`,
+                  )
+                : bar.tick(skipped, "skipped"),
+          }),
+        );
+      }
     } finally {
       bar.stop();
     }
-    const rows = result.points.map(pointRow);
+    const rows = runs.flatMap((r, i) => r.points.map((p) => ({ run: i + 1, ...pointRow(p) })));
+    const summary = summarize(runs);
     const files = [
       writeCsv(dir, "points", rows),
       writeCsv(
         dir,
         "ratios",
-        result.ratios.map((r) => ({ ...r })),
+        runs.flatMap((r, i) => r.ratios.map((ratio) => ({ run: i + 1, ...ratio }))),
       ),
       writeJson(dir, "compare", {
         startedAt,
         finishedAt: new Date().toISOString(),
         machine: { before: machineBefore, after: machineFacts() },
         options: { ...options, progress: undefined, flags },
-        ...result,
+        runs: runs.map((r, i) => ({ run: i + 1, ...r })),
+        summary,
       }),
     ];
+    const plotted =
+      repeat > 1
+        ? groupBy(rows, (r) => `${r.system} ${r.workload} ${r.clients}`).map((group) => ({
+            ...group[0]!,
+            opsPerSec: Math.round(median(group.map((r) => r.opsPerSec))),
+            p50Ms: median(group.map((r) => r.p50Ms)),
+          }))
+        : rows;
     for (const workload of options.workloads) {
-      const plotRows = rows.filter((r) => r.workload === workload);
+      const plotRows = plotted.filter((r) => r.workload === workload);
       if (plotRows.length === 0) continue;
       const plot = await renderPlot(dir, `compare-${workload}`, {
-        title: `${workload === "write" ? "Writes (setData / put)" : "Reads (getData / get)"}, 128-byte values, closed loop`,
+        title:
+          `${workload === "write" ? "Writes (setData / put)" : "Reads (getData / get)"}, 128-byte values, closed loop` +
+          (repeat > 1 ? `, median of ${repeat} runs` : ""),
         x: { field: "opsPerSec", title: "throughput (operations/s)" },
         y: { field: "p50Ms", title: "p50 latency (ms)", scale: "log" },
         series: "system",
@@ -148,23 +177,98 @@ export function registerCompare(bench: Command): void {
       files.push(plot.svg, plot.png);
     }
     if (flags.json) {
-      for (const point of result.points)
-        console.log(JSON.stringify({ bench: "compare", ...point }));
+      for (const [i, run] of runs.entries()) {
+        for (const point of run.points)
+          console.log(JSON.stringify({ bench: "compare", run: i + 1, ...point }));
+      }
       console.log(
         JSON.stringify({
           bench: "compare",
-          ratios: result.ratios,
-          skipped: result.skipped,
-          durability: result.durability,
+          ratios: runs.flatMap((r, i) => r.ratios.map((ratio) => ({ run: i + 1, ...ratio }))),
+          skipped: runs[0]!.skipped,
+          durability: runs[0]!.durability,
+          ...(repeat > 1 ? { summary } : {}),
           dir,
           files,
         }),
       );
     } else {
-      console.log(compareTables(result));
+      for (const [i, run] of runs.entries()) {
+        if (repeat > 1) console.log(`\nrun ${i + 1} of ${repeat}:`);
+        console.log(compareTables(run));
+      }
+      if (repeat > 1) console.log(summaryTable(repeat, summary));
       console.log(`\nresults: ${dir}\n${files.map((f) => `  ${f}`).join("\n")}`);
     }
   });
+}
+
+/** Each system's throughput per point, and each ratio, over the runs: median and spread. */
+export function summarize(runs: readonly CompareResult[]) {
+  const points = runs.flatMap((r) => r.points);
+  return {
+    throughput: groupBy(points, (p) => `${systemName(p)} ${p.workload} ${p.clients}`).map(
+      (group) => ({
+        system: systemName(group[0]!),
+        workload: group[0]!.workload,
+        clients: group[0]!.clients,
+        opsPerSec: spreadOf(group.map((p) => p.opsPerSec)),
+        p50Ms: spreadOf(group.map((p) => p.p50Ms)),
+      }),
+    ),
+    ratios: groupBy(
+      runs.flatMap((r) => r.ratios),
+      (r) => `${r.workload} ${r.clients} ${r.against}`,
+    ).map((group) => ({
+      workload: group[0]!.workload,
+      clients: group[0]!.clients,
+      against: group[0]!.against,
+      ratio: spreadOf(group.flatMap((r) => (r.ratio === null ? [] : [r.ratio]))),
+    })),
+  };
+}
+
+function summaryTable(repeat: number, summary: ReturnType<typeof summarize>): string {
+  const style = process.stdout.isTTY ? {} : { style: { head: [], border: [] } };
+  const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
+  const table = new Table({
+    head: [
+      "workload",
+      "clients",
+      "system",
+      "median ops/s",
+      "min–max",
+      "median p50 ms",
+      "Tara/this",
+    ],
+    colAligns: ["left", "right", "left", "right", "right", "right", "right"],
+    ...style,
+  });
+  for (const t of summary.throughput) {
+    const against = t.system.startsWith("Tara")
+      ? undefined
+      : summary.ratios.find(
+          (r) =>
+            r.workload === t.workload &&
+            r.clients === t.clients &&
+            (r.against === "zookeeper" ? "ZooKeeper" : "etcd") === t.system,
+        );
+    table.push([
+      t.workload,
+      t.clients,
+      t.system,
+      t.opsPerSec ? fmt(t.opsPerSec.median) : "-",
+      t.opsPerSec ? `${fmt(t.opsPerSec.min)}–${fmt(t.opsPerSec.max)}` : "-",
+      t.p50Ms ? t.p50Ms.median.toFixed(2) : "-",
+      against?.ratio
+        ? `${against.ratio.median.toFixed(2)} (${against.ratio.min.toFixed(2)}–${against.ratio.max.toFixed(2)})`
+        : "",
+    ]);
+  }
+  return [
+    `\ncompare, ${repeat} runs: medians (Tara/this: the median of the ratios, each measured within a run, and their spread):`,
+    table.toString(),
+  ].join("\n");
 }
 
 function systemName(p: ComparePoint): string {

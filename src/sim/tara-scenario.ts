@@ -19,7 +19,6 @@
  * (the latest per sequence number above its stable checkpoint) and every view it had promised,
  * i.e. instance checkpoints lose nothing that left the replica.
  */
-import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
 import { parseTaraConfig, type TaraConfig } from "../tara/config.js";
 import {
   decodeKvReply,
@@ -27,23 +26,13 @@ import {
   KvStateMachine,
   type KvOp,
 } from "../tara/kv/kv-state-machine.js";
-import {
-  streams,
-  type Accept,
-  type Checkpointed,
-  type ClientReply,
-  type ClientRequest,
-  type Promise as PromiseMessage,
-  type ProposerMessage,
-} from "../tara/messages.js";
-import { Committer } from "../tara/stages/committer.js";
-import { Executor } from "../tara/stages/executor.js";
-import { Proposer } from "../tara/stages/proposer.js";
-import { StableCheckpoints } from "../tara/stages/quorum.js";
+import type { ClientReply, ClientRequest } from "../tara/messages.js";
 import { stages, taraTopology } from "../tara/topology.js";
+import { checkExecutorsConverge, injectFaults, replicaName } from "./faults.js";
 import { checkLinearizable, type Operation } from "./linearizability.js";
 import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
+import { TaraInvariants } from "./tara-invariants.js";
 
 export const scenarioMechanisms = ["pdc", "lpc"] as const;
 export type ScenarioMechanism = (typeof scenarioMechanisms)[number];
@@ -139,44 +128,24 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     if (violations.length < 20) violations.push(`t=${sim.now.toFixed(1)} ${text}`);
   };
 
-  // Agreement checkers.
-  const executedValue = new Map<number, string>();
-  const acceptedValue = new Map<string, string>();
-  const checkpointDigest = new Map<number, string>();
-  const promisedBy = new Map<string, number>();
-  // What each committer (by index, over its incarnations) sent: the latest accept per s, and the
-  // highest view it promised or accepted in. A restored committer must hold all of it.
-  const sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
-  const sentView = new Map<number, number>();
-  let restored = 0;
-  const trueStable = new StableCheckpoints(f + 1);
-  let maxExecuted = 0;
-  let views = 0;
+  // TARA's invariants (tara-invariants.ts).
+  const invariants: TaraInvariants = new TaraInvariants(config, lpc, violation, (id) =>
+    sim.incarnation(id),
+  );
 
   const topology = taraTopology({
     name: "tara-sim",
     config,
     createMachine: () => new KvStateMachine(),
-    observer: (executor, s, d) => {
-      const known = executedValue.get(s);
-      if (known === undefined) executedValue.set(s, d);
-      else if (known !== d)
-        violation(`executor ${executor} executed ${d} at ${s}, another ${known}`);
-      maxExecuted = Math.max(maxExecuted, s);
-    },
+    observer: invariants.onExecuted,
   });
 
   // A committer's promises bind every incarnation under LPC (restored), only its own under PDC.
-  const incarnationKey = (id: ReplicaId) =>
-    lpc ? `${id.index}` : `${id.index}/${sim.incarnation(id)}`;
-  const noteView = (c: number, v: number) => sentView.set(c, Math.max(sentView.get(c) ?? 0, v));
   const sim = new Simulator({
     seed,
     topology,
     checkpoints: lpc ? lpcCheckpointing(seed) : { mechanism: "pdc" },
-    onRestored: (id, incarnation, stage) => {
-      if (id.stage === stages.committer && incarnation > 1) checkRestored(id, stage);
-    },
+    onRestored: invariants.onRestored,
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -185,70 +154,9 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
       stallMs: 200,
     },
     onExternalOutput: (_from, output) => onReply(output as ClientReply),
-    onEmit: (from, stream, tuple) => {
-      if (stream === streams.proposals) {
-        const message = tuple as ProposerMessage;
-        if (message.t === "propose" && message.s > trueStable.stable + config.window) {
-          violation(`proposal at ${message.s} beyond stable ${trueStable.stable} + W`);
-        }
-        if (message.t === "prepare") views++;
-      } else if (stream === streams.accepts) {
-        const { v, s, d } = tuple as Accept;
-        const key = `${v}:${s}`;
-        const known = acceptedValue.get(key);
-        if (known === undefined) acceptedValue.set(key, d);
-        else if (known !== d) violation(`two values accepted in view ${v} at ${s}`);
-        const promised = promisedBy.get(incarnationKey(from)) ?? 0;
-        if (v < promised)
-          violation(`committer ${from.index} accepted view ${v} after promising ${promised}`);
-        if (lpc) {
-          let sent = sentAccepts.get(from.index);
-          if (!sent) sentAccepts.set(from.index, (sent = new Map()));
-          const before = sent.get(s);
-          if (!before || v >= before.v) sent.set(s, { v, d });
-          noteView(from.index, v);
-        }
-      } else if (stream === streams.votes) {
-        const vote = tuple as PromiseMessage;
-        if (vote.t === "promise") {
-          const key = incarnationKey(from);
-          promisedBy.set(key, Math.max(promisedBy.get(key) ?? 0, vote.v));
-          if (lpc) noteView(from.index, vote.v);
-        }
-      } else if (stream === streams.checkpointed) {
-        const { e, s, d } = tuple as Checkpointed;
-        const known = checkpointDigest.get(s);
-        if (known === undefined) checkpointDigest.set(s, d);
-        else if (known !== d) violation(`executor ${e} checkpoint at ${s} differs`);
-        trueStable.report(e, s, d, () => undefined);
-      }
-    },
+    onEmit: invariants.onEmit,
   });
   const random = sim.random.fork();
-
-  /** Instance checkpoints lose nothing externalised: checked as a committer is restored. */
-  function checkRestored(id: ReplicaId, stage: Stage | Source): void {
-    const committer = stage as Committer;
-    restored++;
-    const view = sentView.get(id.index) ?? 0;
-    if (committer.promised < view) {
-      violation(`committer ${id.index} restored view ${committer.promised}, had sent ${view}`);
-    }
-    const sent = sentAccepts.get(id.index);
-    if (!sent) return;
-    for (const [s, { v, d }] of sent) {
-      // At or below its stable checkpoint every s is decided: nothing to keep (nor to check).
-      if (s <= committer.lw) {
-        sent.delete(s);
-        continue;
-      }
-      const got = committer.accepted.get(s);
-      if (!got || got.v < v || (got.v === v && got.d !== d)) {
-        const had = got ? `${got.v}:${got.d}` : "nothing";
-        violation(`committer ${id.index} restored ${had} at ${s}, had sent an accept ${v}:${d}`);
-      }
-    }
-  }
 
   // Clients.
   const keys = Array.from({ length: keyCount }, (_, i) => `k${i}`);
@@ -315,95 +223,21 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     sim.schedule(random.between(0, THINK_MS), () => issue(client));
   }
 
-  // Faults.
-  const faults: string[] = [];
-  const name = (id: ReplicaId) => `${id.stage}:${id.index}`;
-  // Recovering counts as down (it votes only once restored); a passive committer (PDC, or a
-  // broken chain under LPC) is down for good.
-  const isDown = (id: ReplicaId): boolean => {
-    if (!sim.isAlive(id) || sim.isPaused(id) || sim.isRecovering(id)) return true;
-    return id.stage === stages.committer && !sim.stage<Committer>(id).active;
-  };
-  const downIn = (stage: string) => sim.replicasOf(stage).filter(isDown).length;
-
-  function leader(): ReplicaId | undefined {
-    return sim
-      .replicasOf(stages.proposer)
-      .find((id) => sim.isAlive(id) && sim.stage<Proposer>(id).role === "leader");
-  }
-
-  function injectFault(): void {
-    if (!issuing) return;
-    sim.schedule(random.between(20, 200), injectFault);
-    const candidates = sim.replicas().filter((id) => !isDown(id) && downIn(id.stage) < f);
-    if (candidates.length === 0) return;
-    if (lpc && random.chance(0.04)) {
-      // The checkpoint store is away: every replica's writes fail and are retried meanwhile.
-      const ms = random.between(20, 300);
-      faults.push(`${sim.now.toFixed(0)} store outage ${ms.toFixed(0)}ms`);
-      sim.store!.outage(ms);
-      return;
-    }
-    const current = leader();
-    const committers = candidates.filter((id) => id.stage === stages.committer);
-    const target =
-      current && candidates.some((id) => name(id) === name(current)) && random.chance(0.3)
-        ? current
-        : // Under LPC, committers more often: their restores are what is new.
-          lpc && committers.length > 0 && random.chance(0.3)
-          ? random.pick(committers)
-          : random.pick(candidates);
-    if (random.chance(0.15)) {
-      // Its stream manager restarts: what it sent and was still on the way is lost.
-      faults.push(`${sim.now.toFixed(0)} drop in-flight from ${name(target)}`);
-      sim.dropInFlight(target);
-      return;
-    }
-    if (random.chance(0.35)) {
-      const ms = random.between(20, config.viewChangeMs * 4);
-      faults.push(`${sim.now.toFixed(0)} pause ${name(target)} ${ms.toFixed(0)}ms`);
-      sim.pause(target);
-      sim.schedule(ms, () => {
-        if (sim.isPaused(target)) sim.resume(target);
-      });
-      return;
-    }
-    if (lpc && target.stage === stages.committer && random.chance(0.5)) {
-      crashMidWrite(target, 100);
-      return;
-    }
-    crash(target, "");
-  }
-
-  function crash(target: ReplicaId, how: string): void {
-    faults.push(`${sim.now.toFixed(0)} crash ${name(target)}${how}`);
-    sim.crash(target);
-    sim.schedule(random.between(20, 800), () => {
-      if (!sim.isAlive(target)) sim.restart(target);
-    });
-  }
-
-  /** Crashes a committer once it has an instance write in flight (torn writes), if it can. */
-  function crashMidWrite(target: ReplicaId, tries: number): void {
-    if (!issuing || isDown(target) || downIn(target.stage) >= f) return;
-    const log = sim.checkpointStatus(target)?.instance;
-    if (log && log.recorded > log.durable) crash(target, " mid-write");
-    else if (tries > 0) sim.schedule(0.5, () => crashMidWrite(target, tries - 1));
-    else crash(target, "");
-  }
+  const faults = injectFaults(sim, random, {
+    f,
+    lpc,
+    viewChangeMs: config.viewChangeMs,
+    active: () => issuing,
+  });
 
   sim.start();
   for (const client of clients) sim.schedule(random.between(0, THINK_MS), () => issue(client));
-  if (options.faults ?? true) sim.schedule(random.between(100, 300), injectFault);
+  if (options.faults ?? true) faults.start();
   sim.runUntil(safetyMs);
 
   // Heal, stop issuing, and require every request to complete.
   issuing = false;
-  sim.store?.heal();
-  for (const id of sim.replicas()) {
-    if (!sim.isAlive(id)) sim.restart(id);
-    else if (sim.isPaused(id)) sim.resume(id);
-  }
+  faults.heal();
   const healedAt = sim.now;
   const open = () => clients.some((client) => client.pending);
   if (!sim.runWhile(open, healedAt + livenessMs)) {
@@ -412,18 +246,8 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const executors = sim.replicasOf(stages.executor);
-  const converged = () => {
-    const at = executors.map((id) => sim.stage<Executor>(id).lastExecuted);
-    return at.every((s) => s === maxExecuted);
-  };
-  if (!sim.runWhile(() => !converged(), sim.now + livenessMs)) {
-    const at = executors.map((id) => sim.stage<Executor>(id).lastExecuted);
-    violation(`executors did not converge: at ${at.join(", ")}, executed up to ${maxExecuted}`);
-  } else {
-    const digests = new Set(executors.map((id) => sim.stage<Executor>(id).stateDigest()));
-    if (digests.size > 1) violation(`executors at ${maxExecuted} have ${digests.size} states`);
-  }
+  const convergence = checkExecutorsConverge(sim, invariants.maxExecuted, livenessMs);
+  if (convergence.violation) violation(convergence.violation);
 
   const check = checkLinearizable(history);
   if (check.ok === false) violation(`not linearizable on ${check.key}: ${check.reason}`);
@@ -435,12 +259,12 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     ok: violations.length === 0,
     violations,
     completed,
-    faults,
-    lastExecuted: maxExecuted,
-    views,
+    faults: faults.log,
+    lastExecuted: invariants.maxExecuted,
+    views: invariants.views,
     linearizable: check.ok === "unknown" ? "unknown" : check.ok,
     events: sim.stats.events,
-    restored,
+    restored: invariants.restored,
     brokenChains: sim.stats.brokenChains,
     replay: replayCommand(seed, f, mechanism),
     ...(violations.length > 0
@@ -449,7 +273,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
             sim.replicas().map((id) => {
               const checkpoints = sim.checkpointStatus(id);
               const status = { alive: sim.isAlive(id), ...sim.status(id) };
-              return [name(id), checkpoints ? { ...status, checkpoints } : status];
+              return [replicaName(id), checkpoints ? { ...status, checkpoints } : status];
             }),
           ),
         }

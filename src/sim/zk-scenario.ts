@@ -1,6 +1,6 @@
 /**
  * One simulated run of TARA replicating the ZooKeeper service (src/zk/zk-state-machine.ts):
- * the topology, the network and the faults of tara-scenario.ts (crashes, restarts and pauses of
+ * the topology, the network and the faults (faults.ts) of tara-scenario.ts (crashes, restarts and pauses of
  * any replica, the leader included, lost in-flight messages; PDC or LPC), with simulated
  * ZooKeeper clients that act like the gateway's front end (src/zk/front-end.ts) and a client
  * behind it: each connection is a TARA client of its own; it sends a connect command, then one
@@ -42,22 +42,11 @@
  */
 import { createHash } from "node:crypto";
 import { unpack } from "msgpackr";
-import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
+import type { ReplicaId } from "../platform/api/stage.js";
 import { parseTaraConfig, type TaraConfig } from "../tara/config.js";
-import {
-  streams,
-  type Accept,
-  type Checkpointed,
-  type ClientReply,
-  type ClientRequest,
-  type Promise as PromiseMessage,
-  type ProposerMessage,
-} from "../tara/messages.js";
+import type { ClientReply, ClientRequest } from "../tara/messages.js";
 import type { Applied, Execution, StateMachine } from "../tara/state-machine.js";
-import { Committer } from "../tara/stages/committer.js";
 import { Executor } from "../tara/stages/executor.js";
-import { Proposer } from "../tara/stages/proposer.js";
-import { StableCheckpoints } from "../tara/stages/quorum.js";
 import { stages, taraTopology } from "../tara/topology.js";
 import {
   encodeCommand,
@@ -78,8 +67,10 @@ import {
 import { Err, EventType, OPEN_ACL, OpCode, type MultiWriteOp, type Stat } from "../zk/types.js";
 import { Watches } from "../zk/watches.js";
 import { ZkStateMachine } from "../zk/zk-state-machine.js";
+import { checkExecutorsConverge, injectFaults, replicaName } from "./faults.js";
 import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
+import { TaraInvariants } from "./tara-invariants.js";
 import { simConfig, type ScenarioMechanism } from "./tara-scenario.js";
 import {
   checkHistory,
@@ -371,17 +362,10 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     if (violations.length < 25) violations.push(`t=${sim.now.toFixed(1)} ${text}`);
   };
 
-  // ---- TARA's checkers (as tara-scenario.ts) ----
-  const executedValue = new Map<number, string>();
-  const acceptedValue = new Map<string, string>();
-  const checkpointDigest = new Map<number, string>();
-  const promisedBy = new Map<string, number>();
-  const sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
-  const sentView = new Map<number, number>();
-  let restored = 0;
-  const trueStable = new StableCheckpoints(f + 1);
-  let maxExecuted = 0;
-  let views = 0;
+  // TARA's invariants (tara-invariants.ts).
+  const invariants: TaraInvariants = new TaraInvariants(config, lpc, violation, (id) =>
+    sim.incarnation(id),
+  );
 
   // Checker 5: each command's output, the first time any executor applied it; and where each
   // connection message was first produced (to explain a gap). A command applied at two places
@@ -448,25 +432,14 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     name: "tara-zk-sim",
     config,
     createMachine: () => new ObservedMachine(new ZkStateMachine(ZK_CONFIG), onApply),
-    observer: (executor, s, d) => {
-      const known = executedValue.get(s);
-      if (known === undefined) executedValue.set(s, d);
-      else if (known !== d)
-        violation(`executor ${executor} executed ${d} at ${s}, another ${known}`);
-      maxExecuted = Math.max(maxExecuted, s);
-    },
+    observer: invariants.onExecuted,
   });
 
-  const incarnationKey = (id: ReplicaId) =>
-    lpc ? `${id.index}` : `${id.index}/${sim.incarnation(id)}`;
-  const noteView = (c: number, v: number) => sentView.set(c, Math.max(sentView.get(c) ?? 0, v));
   const sim = new Simulator({
     seed,
     topology,
     checkpoints: lpc ? lpcCheckpointing(seed) : { mechanism: "pdc" },
-    onRestored: (id, incarnation, stage) => {
-      if (id.stage === stages.committer && incarnation > 1) checkRestored(id, stage);
-    },
+    onRestored: invariants.onRestored,
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -475,44 +448,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
       stallMs: 200,
     },
     onExternalOutput: (from, output) => toGateway(from, output as ClientReply),
-    onEmit: (from, stream, tuple) => {
-      if (stream === streams.proposals) {
-        const message = tuple as ProposerMessage;
-        if (message.t === "propose" && message.s > trueStable.stable + config.window) {
-          violation(`proposal at ${message.s} beyond stable ${trueStable.stable} + W`);
-        }
-        if (message.t === "prepare") views++;
-      } else if (stream === streams.accepts) {
-        const { v, s, d } = tuple as Accept;
-        const key = `${v}:${s}`;
-        const known = acceptedValue.get(key);
-        if (known === undefined) acceptedValue.set(key, d);
-        else if (known !== d) violation(`two values accepted in view ${v} at ${s}`);
-        const promised = promisedBy.get(incarnationKey(from)) ?? 0;
-        if (v < promised)
-          violation(`committer ${from.index} accepted view ${v} after promising ${promised}`);
-        if (lpc) {
-          let sent = sentAccepts.get(from.index);
-          if (!sent) sentAccepts.set(from.index, (sent = new Map()));
-          const before = sent.get(s);
-          if (!before || v >= before.v) sent.set(s, { v, d });
-          noteView(from.index, v);
-        }
-      } else if (stream === streams.votes) {
-        const vote = tuple as PromiseMessage;
-        if (vote.t === "promise") {
-          const key = incarnationKey(from);
-          promisedBy.set(key, Math.max(promisedBy.get(key) ?? 0, vote.v));
-          if (lpc) noteView(from.index, vote.v);
-        }
-      } else if (stream === streams.checkpointed) {
-        const { e, s, d } = tuple as Checkpointed;
-        const known = checkpointDigest.get(s);
-        if (known === undefined) checkpointDigest.set(s, d);
-        else if (known !== d) violation(`executor ${e} checkpoint at ${s} differs`);
-        trueStable.report(e, s, d, () => undefined);
-      }
-    },
+    onEmit: invariants.onEmit,
   });
   const random = sim.random.fork();
 
@@ -531,28 +467,6 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     const at = Math.max(sim.now + delay, linkLast.get(from.index) ?? 0);
     linkLast.set(from.index, at);
     sim.schedule(at - sim.now, () => onOutput(reply));
-  }
-
-  function checkRestored(id: ReplicaId, stage: Stage | Source): void {
-    const committer = stage as Committer;
-    restored++;
-    const view = sentView.get(id.index) ?? 0;
-    if (committer.promised < view) {
-      violation(`committer ${id.index} restored view ${committer.promised}, had sent ${view}`);
-    }
-    const sent = sentAccepts.get(id.index);
-    if (!sent) return;
-    for (const [s, { v, d }] of sent) {
-      if (s <= committer.lw) {
-        sent.delete(s);
-        continue;
-      }
-      const got = committer.accepted.get(s);
-      if (!got || got.v < v || (got.v === v && got.d !== d)) {
-        const had = got ? `${got.v}:${got.d}` : "nothing";
-        violation(`committer ${id.index} restored ${had} at ${s}, had sent an accept ${v}:${d}`);
-      }
-    }
   }
 
   // ---- Clients ----
@@ -1102,89 +1016,22 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     }
   }
 
-  // ---- Faults (as tara-scenario.ts) ----
-  const faults: string[] = [];
-  const name = (id: ReplicaId) => `${id.stage}:${id.index}`;
-  const isDown = (id: ReplicaId): boolean => {
-    if (!sim.isAlive(id) || sim.isPaused(id) || sim.isRecovering(id)) return true;
-    return id.stage === stages.committer && !sim.stage<Committer>(id).active;
-  };
-  const downIn = (stage: string) => sim.replicasOf(stage).filter(isDown).length;
-
-  function leader(): ReplicaId | undefined {
-    return sim
-      .replicasOf(stages.proposer)
-      .find((id) => sim.isAlive(id) && sim.stage<Proposer>(id).role === "leader");
-  }
-
-  function injectFault(): void {
-    if (!issuing) return;
-    sim.schedule(random.between(20, 200), injectFault);
-    const candidates = sim.replicas().filter((id) => !isDown(id) && downIn(id.stage) < f);
-    if (candidates.length === 0) return;
-    if (lpc && random.chance(0.04)) {
-      const ms = random.between(20, 300);
-      faults.push(`${sim.now.toFixed(0)} store outage ${ms.toFixed(0)}ms`);
-      sim.store!.outage(ms);
-      return;
-    }
-    const current = leader();
-    const committers = candidates.filter((id) => id.stage === stages.committer);
-    const target =
-      current && candidates.some((id) => name(id) === name(current)) && random.chance(0.3)
-        ? current
-        : lpc && committers.length > 0 && random.chance(0.3)
-          ? random.pick(committers)
-          : random.pick(candidates);
-    if (random.chance(0.15)) {
-      faults.push(`${sim.now.toFixed(0)} drop in-flight from ${name(target)}`);
-      sim.dropInFlight(target);
-      return;
-    }
-    if (random.chance(0.35)) {
-      const ms = random.between(20, config.viewChangeMs * 4);
-      faults.push(`${sim.now.toFixed(0)} pause ${name(target)} ${ms.toFixed(0)}ms`);
-      sim.pause(target);
-      sim.schedule(ms, () => {
-        if (sim.isPaused(target)) sim.resume(target);
-      });
-      return;
-    }
-    if (lpc && target.stage === stages.committer && random.chance(0.5)) {
-      crashMidWrite(target, 100);
-      return;
-    }
-    crash(target, "");
-  }
-
-  function crash(target: ReplicaId, how: string): void {
-    faults.push(`${sim.now.toFixed(0)} crash ${name(target)}${how}`);
-    sim.crash(target);
-    sim.schedule(random.between(20, 800), () => {
-      if (!sim.isAlive(target)) sim.restart(target);
-    });
-  }
-
-  function crashMidWrite(target: ReplicaId, tries: number): void {
-    if (!issuing || isDown(target) || downIn(target.stage) >= f) return;
-    const log = sim.checkpointStatus(target)?.instance;
-    if (log && log.recorded > log.durable) crash(target, " mid-write");
-    else if (tries > 0) sim.schedule(0.5, () => crashMidWrite(target, tries - 1));
-    else crash(target, "");
-  }
+  // ---- Faults ----
+  const faults = injectFaults(sim, random, {
+    f,
+    lpc,
+    viewChangeMs: config.viewChangeMs,
+    active: () => issuing,
+  });
 
   // ---- The run ----
   sim.start();
   for (const client of clients) sim.schedule(random.between(0, THINK_MS), () => connect(client));
-  if (withFaults) sim.schedule(random.between(100, 300), injectFault);
+  if (withFaults) faults.start();
   sim.runUntil(safetyMs);
 
   issuing = false;
-  sim.store?.heal();
-  for (const id of sim.replicas()) {
-    if (!sim.isAlive(id)) sim.restart(id);
-    else if (sim.isPaused(id)) sim.resume(id);
-  }
+  faults.heal();
   healedAt = sim.now;
   const busy = (conn: Connection) =>
     conn.state !== "closed" && (conn.pending !== undefined || conn.held.size > 0);
@@ -1210,17 +1057,8 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const executors = sim.replicasOf(stages.executor);
-  const converged = () =>
-    executors.every((id) => sim.stage<Executor>(id).lastExecuted === maxExecuted);
-  const convergedInTime = sim.runWhile(() => !converged(), sim.now + livenessMs);
-  if (!convergedInTime) {
-    const at = executors.map((id) => sim.stage<Executor>(id).lastExecuted);
-    violation(`executors did not converge: at ${at.join(", ")}, executed up to ${maxExecuted}`);
-  } else {
-    const digests = new Set(executors.map((id) => sim.stage<Executor>(id).stateDigest()));
-    if (digests.size > 1) violation(`executors at ${maxExecuted} have ${digests.size} states`);
-  }
+  const convergence = checkExecutorsConverge(sim, invariants.maxExecuted, livenessMs);
+  if (convergence.violation) violation(convergence.violation);
 
   if (appliedTwice > 0) violation(`${appliedTwice} commands in all applied twice`);
 
@@ -1312,7 +1150,9 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     if (!busy(conn)) checkNotifications(conn, model.notifications.get(conn.c) ?? []);
   }
   // (Executors that did not converge were reported: their state says nothing more.)
-  if (convergedInTime) checkFinalState(sim.stage<Executor>(executors[0]!), model.final);
+  if (convergence.converged) {
+    checkFinalState(sim.stage<Executor>(sim.replicasOf(stages.executor)[0]!), model.final);
+  }
 
   /**
    * The service's state at a live executor (all end in one) against the model's: the last zxid,
@@ -1436,11 +1276,11 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     transactions: model.transactions,
     abandoned,
     gapCloses,
-    faults,
-    lastExecuted: maxExecuted,
-    views,
+    faults: faults.log,
+    lastExecuted: invariants.maxExecuted,
+    views: invariants.views,
     events: sim.stats.events,
-    restored,
+    restored: invariants.restored,
     replay: zkReplayCommand(seed, f, mechanism),
     ...(violations.length > 0
       ? {
@@ -1448,7 +1288,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
             sim.replicas().map((id) => {
               const checkpoints = sim.checkpointStatus(id);
               const status = { alive: sim.isAlive(id), ...sim.status(id) };
-              return [name(id), checkpoints ? { ...status, checkpoints } : status];
+              return [replicaName(id), checkpoints ? { ...status, checkpoints } : status];
             }),
           ),
         }

@@ -128,9 +128,10 @@ it("tara bench compare --json drives Tara's ZooKeeper service, ZooKeeper and etc
     assert.match(summary.durability.zookeeper!, /fsync/);
     assert.equal(summary.ratios.length, 2 * (systems.length - 1));
     const saved = JSON.parse(readFileSync(join(summary.dir, "compare.json"), "utf8")) as {
-      points: unknown[];
+      runs: { points: unknown[] }[];
     };
-    assert.equal(saved.points.length, points.length);
+    assert.equal(saved.runs.length, 1);
+    assert.equal(saved.runs[0]!.points.length, points.length);
     for (const file of summary.files) assert.ok(existsSync(file), file);
     assert.deepEqual(summary.files.map((f) => basename(f)).sort(), [
       "compare-read.png",

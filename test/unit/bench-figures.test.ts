@@ -5,14 +5,13 @@ import {
   figure4Targets,
   figure5Curves,
   figure5Targets,
-  median,
   medianRows,
   plateaued,
-  spreadOf,
   summarizePeaks,
   summarizeTargets,
   type CurveResult,
 } from "../../src/bench/figures.js";
+import { median, spreadOf } from "../../src/bench/report/spread.js";
 import type { ThroughputPoint } from "../../src/bench/throughput.js";
 
 const rates = (...values: number[]) => values.map((requestsPerSec) => ({ requestsPerSec }));

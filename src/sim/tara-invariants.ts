@@ -1,0 +1,141 @@
+/**
+ * TARA's safety invariants (docs/PROTOCOLS.md), checked on what the replicas of a simulated run
+ * emit, execute and restore; every scenario (key-value, ZooKeeper) plugs these hooks into its
+ * Simulator and topology:
+ * - agreement: no two executions name different values for one sequence number, and no two
+ *   accepts different values for one view and sequence number;
+ * - a committer incarnation never accepts below a view it promised;
+ * - the leader never proposes beyond the stable checkpoint + W;
+ * - checkpoints at one sequence number have one digest;
+ * - under LPC, a restored committer holds every accept it had sent (the latest per sequence
+ *   number above its stable checkpoint) and every view it had promised or accepted in.
+ */
+import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
+import type { TaraConfig } from "../tara/config.js";
+import {
+  streams,
+  type Accept,
+  type Checkpointed,
+  type Promise as PromiseMessage,
+  type ProposerMessage,
+} from "../tara/messages.js";
+import type { Committer } from "../tara/stages/committer.js";
+import { StableCheckpoints } from "../tara/stages/quorum.js";
+import { stages } from "../tara/topology.js";
+
+export class TaraInvariants {
+  /** View changes started (prepares sent). */
+  views = 0;
+  /** LPC: committer restarts whose restored state was checked. */
+  restored = 0;
+  /** The highest sequence number any executor executed. */
+  maxExecuted = 0;
+  private readonly executedValue = new Map<number, string>();
+  private readonly acceptedValue = new Map<string, string>();
+  private readonly checkpointDigest = new Map<number, string>();
+  private readonly promisedBy = new Map<string, number>();
+  /** Per committer (by index, over its incarnations): the latest accept sent per s. */
+  private readonly sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
+  /** Per committer: the highest view it promised or accepted in. */
+  private readonly sentView = new Map<number, number>();
+  private readonly trueStable: StableCheckpoints;
+
+  /**
+   * @param incarnation the current incarnation of a replica: under PDC a committer's promises
+   *   bind only that incarnation, under LPC (restored) every one
+   */
+  constructor(
+    private readonly config: TaraConfig,
+    private readonly lpc: boolean,
+    private readonly violation: (text: string) => void,
+    private readonly incarnation: (id: ReplicaId) => number,
+  ) {
+    this.trueStable = new StableCheckpoints(config.f + 1);
+  }
+
+  /** The topology's execution observer. */
+  readonly onExecuted = (executor: number, s: number, d: string): void => {
+    const known = this.executedValue.get(s);
+    if (known === undefined) this.executedValue.set(s, d);
+    else if (known !== d)
+      this.violation(`executor ${executor} executed ${d} at ${s}, another ${known}`);
+    this.maxExecuted = Math.max(this.maxExecuted, s);
+  };
+
+  /** The simulator's `onEmit`. */
+  readonly onEmit = (from: ReplicaId, stream: string, tuple: unknown): void => {
+    if (stream === streams.proposals) {
+      const message = tuple as ProposerMessage;
+      const stable = this.trueStable.stable;
+      if (message.t === "propose" && message.s > stable + this.config.window) {
+        this.violation(`proposal at ${message.s} beyond stable ${stable} + W`);
+      }
+      if (message.t === "prepare") this.views++;
+    } else if (stream === streams.accepts) {
+      const { v, s, d } = tuple as Accept;
+      const key = `${v}:${s}`;
+      const known = this.acceptedValue.get(key);
+      if (known === undefined) this.acceptedValue.set(key, d);
+      else if (known !== d) this.violation(`two values accepted in view ${v} at ${s}`);
+      const promised = this.promisedBy.get(this.incarnationKey(from)) ?? 0;
+      if (v < promised) {
+        this.violation(`committer ${from.index} accepted view ${v} after promising ${promised}`);
+      }
+      if (this.lpc) {
+        let sent = this.sentAccepts.get(from.index);
+        if (!sent) this.sentAccepts.set(from.index, (sent = new Map()));
+        const before = sent.get(s);
+        if (!before || v >= before.v) sent.set(s, { v, d });
+        this.noteView(from.index, v);
+      }
+    } else if (stream === streams.votes) {
+      const vote = tuple as PromiseMessage;
+      if (vote.t === "promise") {
+        const key = this.incarnationKey(from);
+        this.promisedBy.set(key, Math.max(this.promisedBy.get(key) ?? 0, vote.v));
+        if (this.lpc) this.noteView(from.index, vote.v);
+      }
+    } else if (stream === streams.checkpointed) {
+      const { e, s, d } = tuple as Checkpointed;
+      const known = this.checkpointDigest.get(s);
+      if (known === undefined) this.checkpointDigest.set(s, d);
+      else if (known !== d) this.violation(`executor ${e} checkpoint at ${s} differs`);
+      this.trueStable.report(e, s, d, () => undefined);
+    }
+  };
+
+  /** The simulator's `onRestored`: instance checkpoints lose nothing externalised. */
+  readonly onRestored = (id: ReplicaId, incarnation: number, stage: Stage | Source): void => {
+    if (id.stage !== stages.committer || incarnation <= 1) return;
+    const committer = stage as Committer;
+    this.restored++;
+    const view = this.sentView.get(id.index) ?? 0;
+    if (committer.promised < view) {
+      this.violation(`committer ${id.index} restored view ${committer.promised}, had sent ${view}`);
+    }
+    const sent = this.sentAccepts.get(id.index);
+    if (!sent) return;
+    for (const [s, { v, d }] of sent) {
+      // At or below its stable checkpoint every s is decided: nothing to keep (nor to check).
+      if (s <= committer.lw) {
+        sent.delete(s);
+        continue;
+      }
+      const got = committer.accepted.get(s);
+      if (!got || got.v < v || (got.v === v && got.d !== d)) {
+        const had = got ? `${got.v}:${got.d}` : "nothing";
+        this.violation(
+          `committer ${id.index} restored ${had} at ${s}, had sent an accept ${v}:${d}`,
+        );
+      }
+    }
+  };
+
+  private incarnationKey(id: ReplicaId): string {
+    return this.lpc ? `${id.index}` : `${id.index}/${this.incarnation(id)}`;
+  }
+
+  private noteView(committer: number, v: number): void {
+    this.sentView.set(committer, Math.max(this.sentView.get(committer) ?? 0, v));
+  }
+}
