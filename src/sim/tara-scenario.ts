@@ -246,7 +246,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const convergence = checkExecutorsConverge(sim, invariants.maxExecuted, livenessMs);
+  const convergence = checkExecutorsConverge(sim, () => invariants.maxExecuted, livenessMs);
   if (convergence.violation) violation(convergence.violation);
 
   const check = checkLinearizable(history);

@@ -1057,7 +1057,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const convergence = checkExecutorsConverge(sim, invariants.maxExecuted, livenessMs);
+  const convergence = checkExecutorsConverge(sim, () => invariants.maxExecuted, livenessMs);
   if (convergence.violation) violation(convergence.violation);
 
   if (appliedTwice > 0) violation(`${appliedTwice} commands in all applied twice`);

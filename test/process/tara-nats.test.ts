@@ -72,7 +72,14 @@ describe("checkpoints in NATS JetStream", () => {
     await stopAndCheck(cluster, load, 0);
     const executor = await cluster.instance("executor", 2);
     const group = (executor.status.checkpoints as { group: { loaded: number | null } }).group;
-    assert.ok((group.loaded ?? 0) >= 100, "the executor loaded a group checkpoint from NATS");
+    const loadLog = cluster
+      .logLines("instance-executor-2")
+      .filter((l) => /checkpoint|catch|chain|rejected/i.test(JSON.stringify(l)))
+      .map((l) => JSON.stringify(l));
+    assert.ok(
+      (group.loaded ?? 0) >= 100,
+      `the executor loaded a group checkpoint from NATS; its log:\n${loadLog.join("\n")}`,
+    );
     await finish(cluster);
   });
 

@@ -47,6 +47,9 @@ export type ExecutionObserver = (executor: number, s: number, d: string) => void
 
 type ClientEntry = { r: number; res: Uint8Array };
 
+/** State-timeout periods a restarted executor waits for the store before asking peers. */
+const STORE_LOAD_PATIENCE = 10;
+
 /** An executor's whole state in a GPC snapshot (the group checkpoint is only part of it). */
 interface ExecutorSnapshot {
   body: Uint8Array;
@@ -99,6 +102,8 @@ export class Executor implements Stage {
   private self = 0;
   private executors = 1;
   private restored = false;
+  /** When this incarnation asked the store for the latest group checkpoint, until it answers. */
+  private storeLoadSince: number | null = null;
 
   constructor(
     private readonly config: TaraConfig,
@@ -155,8 +160,10 @@ export class Executor implements Stage {
     this.nonce = ctx.incarnation * 1_000_000;
     ctx.timers.set("tick", this.config.stateTimeoutMs);
     if (ctx.incarnation > 1 && !this.restored) {
-      if (ctx.checkpoints.group) ctx.checkpoints.group.loadLatest();
-      else this.startCatchUp(ctx);
+      if (ctx.checkpoints.group) {
+        this.storeLoadSince = ctx.clock.now();
+        ctx.checkpoints.group.loadLatest();
+      } else this.startCatchUp(ctx);
     }
     this.report(ctx);
   }
@@ -170,6 +177,7 @@ export class Executor implements Stage {
       }
       return;
     }
+    this.storeLoadSince = null;
     if (event.t === "group-loaded" && event.seq > this.lastExecuted) {
       const bytes = event.snapshot;
       this.install({ s: event.seq, d: digestOf(bytes), bytes });
@@ -351,6 +359,10 @@ export class Executor implements Stage {
 
   private startCatchUp(ctx: StageContext): void {
     if (this.catchUp || this.executors < 2) return;
+    // A restarted executor first installs what the store has (a peer's whole state would cross
+    // the topology instead); only a store that does not answer for a while sends it to peers.
+    const waited = this.storeLoadSince === null ? Infinity : ctx.clock.now() - this.storeLoadSince;
+    if (waited < STORE_LOAD_PATIENCE * this.config.stateTimeoutMs) return;
     // The peer known to be furthest first, then round robin over the others.
     let peer: number;
     if (this.peerExecuted.x > this.lastExecuted && !this.askedFurthest) {
