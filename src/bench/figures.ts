@@ -9,7 +9,7 @@
  *   baseline of the targets.
  */
 import { round } from "./bench-cluster.js";
-import { groupBy, median, spreadOf, type Spread } from "./report/spread.js";
+import { groupBy, spreadOf, type Spread } from "./report/spread.js";
 import { runThroughputBench, type ThroughputPoint, type ThroughputRun } from "./throughput.js";
 import type { Mechanism } from "../platform/api/stage.js";
 import { checkpointConfigSchema, type CheckpointConfig } from "../platform/runtime/config.js";
@@ -385,27 +385,6 @@ export function summarizePeaks(runs: readonly (readonly CurveResult[])[]): PeakS
       peak: spreadOf(perRun.flatMap((x) => (x === null ? [] : [x]))),
     };
   });
-}
-
-/**
- * The median curve of repeated runs, for the plots: per curve and client count, the median
- * throughput and the median of each latency percentile over the runs that measured the point.
- */
-export function medianRows<
-  Row extends {
-    curveId: string;
-    clients: number;
-    requestsPerSec: number;
-    p50Ms: number;
-    p99Ms: number;
-  },
->(rows: readonly Row[]): Row[] {
-  return groupBy(rows, (row) => `${row.curveId} ${row.clients}`).map((group) => ({
-    ...group[0]!,
-    requestsPerSec: Math.round(median(group.map((r) => r.requestsPerSec))),
-    p50Ms: median(group.map((r) => r.p50Ms)),
-    p99Ms: median(group.map((r) => r.p99Ms)),
-  }));
 }
 
 /** The paper's figures, read off its text (Section 5), for a ratio beside ours. */

@@ -15,7 +15,7 @@ import {
 } from "../bench/compare.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { renderPlot } from "../bench/report/plot.js";
-import { groupBy, median, spreadOf } from "../bench/report/spread.js";
+import { groupBy, medianRows, spreadOf } from "../bench/report/spread.js";
 import { createProgress } from "../bench/report/progress.js";
 import { createResultsDir, writeCsv, writeJson } from "../bench/report/results.js";
 import {
@@ -155,11 +155,7 @@ export function registerCompare(bench: Command): void {
     ];
     const plotted =
       repeat > 1
-        ? groupBy(rows, (r) => `${r.system} ${r.workload} ${r.clients}`).map((group) => ({
-            ...group[0]!,
-            opsPerSec: Math.round(median(group.map((r) => r.opsPerSec))),
-            p50Ms: median(group.map((r) => r.p50Ms)),
-          }))
+        ? medianRows(rows, (r) => `${r.system} ${r.workload} ${r.clients}`, ["opsPerSec", "p50Ms"])
         : rows;
     for (const workload of options.workloads) {
       const plotRows = plotted.filter((r) => r.workload === workload);
@@ -210,6 +206,7 @@ export function summarize(runs: readonly CompareResult[]) {
     throughput: groupBy(points, (p) => `${systemName(p)} ${p.workload} ${p.clients}`).map(
       (group) => ({
         system: systemName(group[0]!),
+        target: group[0]!.target,
         workload: group[0]!.workload,
         clients: group[0]!.clients,
         opsPerSec: spreadOf(group.map((p) => p.opsPerSec)),
@@ -245,14 +242,9 @@ function summaryTable(repeat: number, summary: ReturnType<typeof summarize>): st
     ...style,
   });
   for (const t of summary.throughput) {
-    const against = t.system.startsWith("Tara")
-      ? undefined
-      : summary.ratios.find(
-          (r) =>
-            r.workload === t.workload &&
-            r.clients === t.clients &&
-            (r.against === "zookeeper" ? "ZooKeeper" : "etcd") === t.system,
-        );
+    const against = summary.ratios.find(
+      (r) => r.workload === t.workload && r.clients === t.clients && r.against === t.target,
+    );
     table.push([
       t.workload,
       t.clients,

@@ -10,7 +10,6 @@ import {
   figure5Curves,
   figure5Targets,
   GROUP_MECHANISMS,
-  medianRows,
   LPC_MECHANISMS,
   PAPER,
   paperPeak,
@@ -24,6 +23,7 @@ import {
 } from "../bench/figures.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { renderPlot } from "../bench/report/plot.js";
+import { medianRows } from "../bench/report/spread.js";
 import { createProgress } from "../bench/report/progress.js";
 import { createResultsDir, writeCsv, writeJson } from "../bench/report/results.js";
 import { choiceList, integer, integerList, param, seconds, secondsOrZero } from "./parsers.js";
@@ -282,7 +282,10 @@ async function runFigure(
     figure === "figure4"
       ? "Figure 4: group checkpoints (executors every 1,000 requests)"
       : "Figure 5: instance checkpoints (full crash recovery)";
-  const plotted = repeat > 1 ? medianRows(rows) : rows;
+  const plotted =
+    repeat > 1
+      ? medianRows(rows, (r) => `${r.curveId} ${r.clients}`, ["requestsPerSec", "p50Ms", "p99Ms"])
+      : rows;
   // Nothing to draw if every curve failed.
   const plots = plotted.length > 0 ? (["p50", "p99"] as const) : [];
   for (const name of plots) {

@@ -8,7 +8,6 @@
  */
 import type { ReplicaId } from "../platform/api/stage.js";
 import type { Committer } from "../tara/stages/committer.js";
-import type { Executor } from "../tara/stages/executor.js";
 import type { Proposer } from "../tara/stages/proposer.js";
 import { stages } from "../tara/topology.js";
 import type { Random } from "./random.js";
@@ -124,32 +123,4 @@ export function injectFaults(sim: Simulator, random: Random, options: FaultOptio
       }
     },
   };
-}
-
-/**
- * Runs until every executor has executed up to `maxExecuted()` (the highest sequence number
- * any executor executed so far: it may still grow meanwhile) within `withinMs`, and checks
- * they hold one state: whether they got there, and the violation, if any.
- */
-export function checkExecutorsConverge(
-  sim: Simulator,
-  maxExecuted: () => number,
-  withinMs: number,
-): { converged: boolean; violation?: string } {
-  const executors = sim.replicasOf(stages.executor);
-  const at = () => executors.map((id) => sim.stage<Executor>(id).lastExecuted);
-  if (!sim.runWhile(() => at().some((s) => s !== maxExecuted()), sim.now + withinMs)) {
-    return {
-      converged: false,
-      violation: `executors did not converge: at ${at().join(", ")}, executed up to ${maxExecuted()}`,
-    };
-  }
-  const digests = new Set(executors.map((id) => sim.stage<Executor>(id).stateDigest()));
-  if (digests.size > 1) {
-    return {
-      converged: true,
-      violation: `executors at ${maxExecuted()} have ${digests.size} states`,
-    };
-  }
-  return { converged: true };
 }

@@ -6,7 +6,7 @@
  *   accepts different values for one view and sequence number;
  * - a committer incarnation never accepts below a view it promised;
  * - the leader never proposes beyond the stable checkpoint + W;
- * - checkpoints at one sequence number have one digest;
+ * - checkpoints at one sequence number have one digest, and executors end in one state;
  * - under LPC, a restored committer holds every accept it had sent (the latest per sequence
  *   number above its stable checkpoint) and every view it had promised or accepted in.
  */
@@ -20,8 +20,10 @@ import {
   type ProposerMessage,
 } from "../tara/messages.js";
 import type { Committer } from "../tara/stages/committer.js";
+import type { Executor } from "../tara/stages/executor.js";
 import { StableCheckpoints } from "../tara/stages/quorum.js";
 import { stages } from "../tara/topology.js";
+import type { Simulator } from "./simulator.js";
 
 export class TaraInvariants {
   /** View changes started (prepares sent). */
@@ -130,6 +132,27 @@ export class TaraInvariants {
       }
     }
   };
+
+  /**
+   * After healing: runs until every executor has executed up to the highest sequence number any
+   * executor executed (which may still grow meanwhile), within `withinMs`, and checks they hold
+   * one state; whether they got there.
+   */
+  checkConvergence(sim: Simulator, withinMs: number): boolean {
+    const executors = sim.replicasOf(stages.executor);
+    const at = () => executors.map((id) => sim.stage<Executor>(id).lastExecuted);
+    if (!sim.runWhile(() => at().some((s) => s !== this.maxExecuted), sim.now + withinMs)) {
+      this.violation(
+        `executors did not converge: at ${at().join(", ")}, executed up to ${this.maxExecuted}`,
+      );
+      return false;
+    }
+    const digests = new Set(executors.map((id) => sim.stage<Executor>(id).stateDigest()));
+    if (digests.size > 1) {
+      this.violation(`executors at ${this.maxExecuted} have ${digests.size} states`);
+    }
+    return true;
+  }
 
   private incarnationKey(id: ReplicaId): string {
     return this.lpc ? `${id.index}` : `${id.index}/${this.incarnation(id)}`;

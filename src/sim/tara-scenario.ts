@@ -28,7 +28,7 @@ import {
 } from "../tara/kv/kv-state-machine.js";
 import type { ClientReply, ClientRequest } from "../tara/messages.js";
 import { stages, taraTopology } from "../tara/topology.js";
-import { checkExecutorsConverge, injectFaults, replicaName } from "./faults.js";
+import { injectFaults, replicaName } from "./faults.js";
 import { checkLinearizable, type Operation } from "./linearizability.js";
 import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
@@ -246,8 +246,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const convergence = checkExecutorsConverge(sim, () => invariants.maxExecuted, livenessMs);
-  if (convergence.violation) violation(convergence.violation);
+  invariants.checkConvergence(sim, livenessMs);
 
   const check = checkLinearizable(history);
   if (check.ok === false) violation(`not linearizable on ${check.key}: ${check.reason}`);

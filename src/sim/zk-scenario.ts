@@ -67,7 +67,7 @@ import {
 import { Err, EventType, OPEN_ACL, OpCode, type MultiWriteOp, type Stat } from "../zk/types.js";
 import { Watches } from "../zk/watches.js";
 import { ZkStateMachine } from "../zk/zk-state-machine.js";
-import { checkExecutorsConverge, injectFaults, replicaName } from "./faults.js";
+import { injectFaults, replicaName } from "./faults.js";
 import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
 import { TaraInvariants } from "./tara-invariants.js";
@@ -1057,8 +1057,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   }
 
   // Every executor converges on the same state.
-  const convergence = checkExecutorsConverge(sim, () => invariants.maxExecuted, livenessMs);
-  if (convergence.violation) violation(convergence.violation);
+  const converged = invariants.checkConvergence(sim, livenessMs);
 
   if (appliedTwice > 0) violation(`${appliedTwice} commands in all applied twice`);
 
@@ -1150,7 +1149,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     if (!busy(conn)) checkNotifications(conn, model.notifications.get(conn.c) ?? []);
   }
   // (Executors that did not converge were reported: their state says nothing more.)
-  if (convergence.converged) {
+  if (converged) {
     checkFinalState(sim.stage<Executor>(sim.replicasOf(stages.executor)[0]!), model.final);
   }
 

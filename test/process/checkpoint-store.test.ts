@@ -173,6 +173,7 @@ function storeBehaviour(backend: () => Backend): void {
         await writer.put(entry, versions[0]);
         for (let round = 1; round <= 20; round++) {
           const put = writer.put(entry, versions[round % 2 === 0 ? 0 : 1]);
+          // A different offset each round, to vary the interleaving (nothing is waited for).
           await new Promise((resolve) => setTimeout(resolve, round));
           const [read] = await Promise.all([reader.get(entry), put]);
           assert.ok(

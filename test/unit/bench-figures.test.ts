@@ -5,13 +5,12 @@ import {
   figure4Targets,
   figure5Curves,
   figure5Targets,
-  medianRows,
   plateaued,
   summarizePeaks,
   summarizeTargets,
   type CurveResult,
 } from "../../src/bench/figures.js";
-import { median, spreadOf } from "../../src/bench/report/spread.js";
+import { median, medianRows, spreadOf } from "../../src/bench/report/spread.js";
 import type { ThroughputPoint } from "../../src/bench/throughput.js";
 
 const rates = (...values: number[]) => values.map((requestsPerSec) => ({ requestsPerSec }));
@@ -206,7 +205,11 @@ describe("repeated runs", () => {
       { run: 3, curveId: "pdc", clients: 1, requestsPerSec: 200, p50Ms: 2, p99Ms: 8 },
     ];
     assert.deepEqual(
-      medianRows(rows).map((r) => [r.clients, r.requestsPerSec, r.p50Ms, r.p99Ms]),
+      medianRows(rows, (r) => `${r.curveId} ${r.clients}`, [
+        "requestsPerSec",
+        "p50Ms",
+        "p99Ms",
+      ]).map((r) => [r.clients, r.requestsPerSec, r.p50Ms, r.p99Ms]),
       [
         [1, 200, 2, 8],
         [16, 1000, 5, 20],

@@ -38,3 +38,19 @@ export function groupBy<T>(rows: readonly T[], key: (row: T) => string): T[][] {
   }
   return [...groups.values()];
 }
+
+/**
+ * The median row of repeated runs, for plots: rows grouped by `key` (a point measured in each
+ * run), each group one row, the first's fields with the median of each of `fields`.
+ */
+export function medianRows<Row extends Record<string, unknown>>(
+  rows: readonly Row[],
+  key: (row: Row) => string,
+  fields: readonly (keyof Row & string)[],
+): Row[] {
+  return groupBy(rows, key).map((group) => {
+    const row: Record<string, unknown> = { ...group[0]! };
+    for (const field of fields) row[field] = median(group.map((r) => Number(r[field])));
+    return row as Row;
+  });
+}
