@@ -16,8 +16,9 @@ export function registerSim(program: Command): void {
     .addOption(
       new Option(
         "--mechanism <name>",
-        "checkpointing: pdc, or lpc (instance checkpoints on a simulated store; restarted " +
-          "committers are restored and vote again)",
+        "checkpointing: pdc; lpc (instance checkpoints on a simulated store: restarted " +
+          "committers are restored and vote again); or gpc (global checkpoints: a crash rolls " +
+          "the whole topology back and replays the sources' tuples)",
       )
         .choices(scenarioMechanisms)
         .default("pdc"),
@@ -40,7 +41,10 @@ export function registerSim(program: Command): void {
     )
     .option("--no-faults", "no crashes or pauses")
     .option("--json", "one JSON report per seed", false)
-    .action((options) => {
+    .action(function (this: Command, options) {
+      if (options.service === "zk" && options.mechanism === "gpc") {
+        this.error("error: --service zk runs --mechanism pdc or lpc (GPC runs with --service kv)");
+      }
       let failed = 0;
       for (let seed = options.seed; seed < options.seed + options.seeds; seed++) {
         const scenario = {
@@ -72,7 +76,8 @@ function print(report: ScenarioReport, verbose: boolean): void {
     `seed ${report.seed} f=${report.f} ${report.mechanism}: ${report.ok ? "ok" : "FAILED"}, ` +
     `${report.completed} requests, executed up to ${report.lastExecuted}, ` +
     `${report.views} view changes, ${report.faults.length} faults` +
-    (report.mechanism === "lpc" ? `, ${report.restored} committer restores checked` : "");
+    (report.mechanism === "lpc" ? `, ${report.restored} committer restores checked` : "") +
+    (report.mechanism === "gpc" ? `, ${report.rollbacks} rollbacks` : "");
   if (report.ok) {
     if (verbose) console.log(summary);
     return;

@@ -15,7 +15,9 @@ import type { Simulator } from "./simulator.js";
 
 export interface FaultOptions {
   readonly f: number;
-  /** LPC: store outages, and committers crashed mid-write more often. */
+  /** A checkpoint store (LPC, GPC): store outages. */
+  readonly store: boolean;
+  /** LPC: committers crashed (mid-write among others) more often. */
   readonly lpc: boolean;
   /** Pauses last up to 4x this. */
   readonly viewChangeMs: number;
@@ -35,7 +37,7 @@ export interface Faults {
 export const replicaName = (id: ReplicaId) => `${id.stage}:${id.index}`;
 
 export function injectFaults(sim: Simulator, random: Random, options: FaultOptions): Faults {
-  const { f, lpc } = options;
+  const { f, lpc, store } = options;
   const log: string[] = [];
   const name = replicaName;
   // Recovering counts as down (it votes only once restored); a passive committer (PDC, or a
@@ -57,7 +59,7 @@ export function injectFaults(sim: Simulator, random: Random, options: FaultOptio
     sim.schedule(random.between(20, 200), inject);
     const candidates = sim.replicas().filter((id) => !isDown(id) && downIn(id.stage) < f);
     if (candidates.length === 0) return;
-    if (lpc && random.chance(0.04)) {
+    if (store && random.chance(0.04)) {
       // The checkpoint store is away: every replica's writes fail and are retried meanwhile.
       const ms = random.between(20, 300);
       log.push(`${sim.now.toFixed(0)} store outage ${ms.toFixed(0)}ms`);

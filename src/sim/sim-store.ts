@@ -152,7 +152,7 @@ export class SimStore implements SyncCheckpointReader {
       style: "callbacks",
       description: this.description,
       put: (ref, data, done) => this.put(writer, ref, data, done),
-      loadLatest: (owner, done) => this.load(writer, owner, done),
+      loadLatest: (owner, done, upTo) => this.load(writer, owner, done, upTo),
       prune: (owner, keepFromId, done) => this.prune(writer, owner, keepFromId, done),
     };
   }
@@ -220,6 +220,7 @@ export class SimStore implements SyncCheckpointReader {
     writer: string,
     owner: CheckpointOwner,
     done: (result: RecoveredChain | Error) => void,
+    upTo: number | undefined,
   ): void {
     this.start(writer, this.latency(this.model.loadMinMs, this.model.loadMaxMs), {
       complete: () => {
@@ -227,7 +228,7 @@ export class SimStore implements SyncCheckpointReader {
         this.stats.loads++;
         let chain: RecoveredChain;
         try {
-          chain = loadLatestSync(this, owner, this.log);
+          chain = loadLatestSync(this, owner, this.log, upTo);
         } catch (error) {
           done(error as Error);
           return;

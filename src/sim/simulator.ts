@@ -30,7 +30,11 @@
  *   and mirrors the real executor (platform/instance/executor.ts): a replica with instance
  *   checkpoints first recovers its log and `restore`s it (deliveries wait), then `onStart`s;
  *   whatever it emits or sends out after a `record` leaves only once that record is durable
- *   (the durability gate), in emission order.
+ *   (the durability gate), in emission order. GPC runs the platform's GpcReplica in every
+ *   replica, as the real executor does, and its coordinator and stream-manager parts
+ *   (sim-gpc.ts): markers travel on the links with the tuples, snapshots go to the simulated
+ *   store, outputs leave once a global checkpoint covers them, and a crash rolls the whole
+ *   topology back and replays the sources' logged tuples.
  */
 import { pack as msgpack, Unpackr } from "msgpackr";
 import type {
@@ -56,11 +60,16 @@ import {
   recoveredInstance,
   type InstanceLogStats,
 } from "../platform/checkpoint/instance-log.js";
+import { GpcReplica, type GpcStats } from "../platform/checkpoint/gpc-replica.js";
 import { CheckpointChainBroken } from "../platform/checkpoint/store/recovery.js";
 import type { CheckpointOwner } from "../platform/checkpoint/store/store.js";
 import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
+import { downstreamTasks, markerStream, upstreamTasks } from "../platform/plan/markers.js";
 import { RoutingTable } from "../platform/plan/routing.js";
+import type { GpcCommand } from "../platform/wire/messages.js";
+import { EMIT, FRAME_HEADER_BYTES, TupleReader, TupleWriter } from "../platform/wire/tuples.js";
 import { Random } from "./random.js";
+import { SimGpc } from "./sim-gpc.js";
 import { SimStore, type SimStoreModel } from "./sim-store.js";
 
 export { Random };
@@ -92,7 +101,9 @@ export const defaultNetwork: Readonly<NetworkModel> = Object.freeze({
 
 /** How replicas are checkpointed; LPC-CS and LPC-CM are the same thing at this level. */
 export interface SimCheckpointing {
-  readonly mechanism: "none" | "pdc" | "lpc-cs" | "lpc-cm";
+  readonly mechanism: "none" | "pdc" | "lpc-cs" | "lpc-cm" | "gpc";
+  /** GPC: a checkpoint starts every this many virtual milliseconds (default 100). */
+  readonly gpcIntervalMs?: number;
   /** LPC: instance checkpoints for the stages that have `snapshot` and `restore` (default on). */
   readonly instance?: boolean;
   /** The InstanceLog's parameters (CheckpointConfig); defaults 1, 2 ms, 1000. */
@@ -108,6 +119,7 @@ export interface SimCheckpointStatus {
   readonly instance:
     (InstanceLogStats & { recorded: number; durable: number; held: number }) | null;
   readonly group: GroupCheckpointStats | null;
+  readonly gpc: GpcStats | null;
 }
 
 export interface SimulatorOptions {
@@ -121,6 +133,11 @@ export interface SimulatorOptions {
    * `incarnation` is the new one's.
    */
   onRestored?: (id: ReplicaId, incarnation: number, stage: Stage | Source) => void;
+  /**
+   * GPC: a replica was rolled back, its new stage restored to the global checkpoint (just
+   * before `onStart`); `run` is the rollback's attempt (see `gpcRun`).
+   */
+  onRolledBack?: (id: ReplicaId, run: number, stage: Stage | Source) => void;
   /** A replica's ctx.external.send(output), synchronously (the output is a decoded copy). */
   onExternalOutput?: (from: ReplicaId, output: Tuple) => void;
   /**
@@ -187,6 +204,8 @@ interface SimEvent {
   link: Link | null;
   /** Lost in a crash of its sender. */
   lost: boolean;
+  /** GPC: the attempt of the sender's stream manager when a delivery left (-1: none). */
+  attempt: number;
 }
 
 /** The messages in flight on one (source, destination) link, oldest first. */
@@ -225,6 +244,13 @@ interface Replica {
   /** Outputs held by the durability gate, in emission order. */
   gated: { readonly after: number; readonly release: () => void }[];
   gatedHead: number;
+  /** GPC at this replica, and the external inputs held until its stage runs. */
+  gpc: GpcReplica | undefined;
+  heldExternal: Uint8Array[];
+  /** GPC: the attempt of the last rollback this replica was restored in (0: never). */
+  run: number;
+  /** GPC: the attempt of the last restore command it got. */
+  restoreAttempt: number;
 }
 
 const silentLog: Log = {
@@ -233,6 +259,10 @@ const silentLog: Log = {
   warn: () => undefined,
   error: () => undefined,
 };
+
+/** The stream name of GPC's markers on a link (no declared stream has it). */
+const MARKER = "\u0000marker";
+const EMPTY: Buffer = Buffer.alloc(0);
 
 /** Decodes each receiver's own copy, byte arrays included (no view into shared bytes). */
 const unpackr = new Unpackr({ useRecords: false, copyBuffers: true });
@@ -266,8 +296,15 @@ export class Simulator {
   private readonly maxEventsPerInstant: number;
   private readonly checkpointing: Required<Omit<SimCheckpointing, "store">>;
   private readonly lpc: boolean;
-  /** The simulated checkpoint store (LPC). */
+  /** The simulated checkpoint store (LPC, GPC). */
   readonly store: SimStore | undefined;
+  /** GPC's coordinator and stream managers. */
+  readonly gpc: SimGpc | undefined;
+  /** Each stage's declared outputs: a stream's index is its position. */
+  private readonly outputsOf: Map<string, readonly string[]>;
+  /** Last delivery time per control channel (FIFO). */
+  private readonly controlLast = new Map<string, number>();
+  private scratch: Buffer = Buffer.allocUnsafe(1024);
 
   constructor(private readonly options: SimulatorOptions) {
     const { seed, topology } = options;
@@ -294,9 +331,10 @@ export class Simulator {
       batchFactor: checkpointing.batchFactor ?? 1,
       batchDelayMs: checkpointing.batchDelayMs ?? 2,
       compactEvery: checkpointing.compactEvery ?? 1000,
+      gpcIntervalMs: checkpointing.gpcIntervalMs ?? 100,
     };
     this.lpc = checkpointing.mechanism === "lpc-cs" || checkpointing.mechanism === "lpc-cm";
-    if (this.lpc) {
+    if (this.lpc || checkpointing.mechanism === "gpc") {
       this.store = new SimStore({
         // Its own stream: the store's draws shift neither the network's nor the scenario's.
         random: new Random(Math.imul((seed ^ 0x27d4eb2f) >>> 0, 0x85ebca6b) >>> 0),
@@ -313,6 +351,7 @@ export class Simulator {
       allowColocation: true,
     });
     this.parallelismOf = new Map(topology.stages.map((s) => [s.name, s.parallelism]));
+    this.outputsOf = new Map(topology.stages.map((s) => [s.name, s.outputs]));
     const specs = new Map(topology.stages.map((s) => [s.name, s]));
     this.replicaList = this.plan.tasks.map((t) => {
       const replica: Replica = {
@@ -338,12 +377,38 @@ export class Simulator {
         group: undefined,
         gated: [],
         gatedHead: 0,
+        gpc: undefined,
+        heldExternal: [],
+        run: 0,
+        restoreAttempt: 0,
       };
       const list = this.byStage.get(t.stage) ?? [];
       list[t.index] = replica;
       this.byStage.set(t.stage, list);
       return replica;
     });
+    if (checkpointing.mechanism === "gpc") {
+      this.gpc = new SimGpc(
+        {
+          plan: this.plan,
+          now: () => this.clock,
+          control: (channel, action) => {
+            const time = this.controlTime(channel);
+            this.push(this.event(time, Kind.Action, -1, 0, "", 0, action, null));
+          },
+          toInstance: (task, command) => this.gpcCommand(task, command),
+          replay: (task, records) => this.replay(task, records),
+          instances: () =>
+            this.replicaList.map((r) => ({
+              task: r.task,
+              state: r.alive ? ("running" as const) : ("dead" as const),
+              incarnation: r.incarnation,
+            })),
+          log: this.log,
+        },
+        this.checkpointing.gpcIntervalMs,
+      );
+    }
   }
 
   /** Virtual milliseconds since the start of the run. */
@@ -367,6 +432,7 @@ export class Simulator {
     for (const replica of this.replicaList) {
       if (replica.alive && replica.incarnation === 1) this.boot(replica);
     }
+    this.gpc?.start((delayMs, action) => this.schedule(delayMs, action));
   }
 
   replicas(): ReplicaId[] {
@@ -393,10 +459,10 @@ export class Simulator {
     return replica.alive && replica.recovering;
   }
 
-  /** A replica's checkpoint state, as `tara status` shows it (LPC), or undefined. */
+  /** A replica's checkpoint state, as `tara status` shows it (LPC, GPC), or undefined. */
   checkpointStatus(id: ReplicaId): SimCheckpointStatus | undefined {
     const replica = this.replica(id);
-    if (!this.lpc || !replica.alive) return undefined;
+    if (!this.store || !replica.alive) return undefined;
     const log = replica.instanceLog;
     return {
       recovering: replica.recovering,
@@ -409,7 +475,16 @@ export class Simulator {
           }
         : null,
       group: replica.group?.stats ?? null,
+      gpc: replica.gpc?.stats ?? null,
     };
+  }
+
+  /**
+   * GPC: the attempt of the last rollback the replica's stage was restored in (0: the first
+   * run). A stage still installed after a newer rollback began belongs to its older run.
+   */
+  gpcRun(id: ReplicaId): number {
+    return this.replica(id).run;
   }
 
   /** 0 before start, 1 for the first run, +1 on every restart. */
@@ -471,6 +546,10 @@ export class Simulator {
     replica.group = undefined;
     replica.gated = [];
     replica.gatedHead = 0;
+    replica.gpc = undefined;
+    this.stats.externalDropped += replica.heldExternal.length;
+    replica.heldExternal = [];
+    this.gpc?.replicaChanged(replica.task);
     for (const event of replica.early) {
       if (event.kind === Kind.Deliver) this.stats.dropped++;
       else if (event.kind === Kind.External) this.stats.externalDropped++;
@@ -509,6 +588,8 @@ export class Simulator {
    */
   dropInFlight(id: ReplicaId): void {
     const replica = this.replica(id);
+    // Under GPC the topology manager sees the stream manager rejoin and rolls back.
+    this.gpc?.containerRejoined(replica.task);
     for (const link of replica.links) {
       if (!link) continue;
       for (let i = link.head; i < link.queue.length; i++) link.queue[i]!.lost = true;
@@ -526,6 +607,8 @@ export class Simulator {
     if (replica.alive) throw new Error(`restart: replica ${replicaName(id)} is alive`);
     this.create(replica);
     this.boot(replica);
+    this.gpc?.replicaChanged(replica.task);
+    this.gpc?.instanceStarted(replica.task);
   }
 
   /** A stuck replica: its deliveries, timers and external inputs are held until resume. */
@@ -609,6 +692,10 @@ export class Simulator {
     replica.group = undefined;
     replica.gated = [];
     replica.gatedHead = 0;
+    replica.gpc = undefined;
+    replica.heldExternal = [];
+    replica.run = 0;
+    replica.restoreAttempt = 0;
     replica.routing = new RoutingTable(this.plan, replica.id.stage, replica.id.index);
     replica.ctx = this.createContext(replica, replica.incarnation);
     replica.stage = replica.spec.create(replica.id.index);
@@ -619,6 +706,12 @@ export class Simulator {
   /** Starts a created replica: recovers its instance state first, if it keeps one. */
   private boot(replica: Replica): void {
     const stage = replica.stage!;
+    if (this.gpc) {
+      replica.gpc = this.createGpc(replica, replica.incarnation);
+      // A restarted replica runs once the rollback its crash causes restores it.
+      if (!replica.gpc.waiting) stage.onStart?.(replica.ctx!);
+      return;
+    }
     if (this.lpc) {
       const incarnation = replica.incarnation;
       const ctx = replica.ctx!;
@@ -700,8 +793,12 @@ export class Simulator {
     this.scheduleDrain(replica);
   }
 
-  /** Runs `send` now, or once every update recorded so far is durable (after what is held). */
+  /**
+   * Runs `send` now, or once every update recorded so far is durable (after what is held);
+   * under GPC, as GpcReplica allows (held during a rollback).
+   */
   private gate(replica: Replica, send: () => void): void {
+    if (replica.gpc) return replica.gpc.output(send);
     const log = replica.instanceLog;
     if (!log || (!log.hasUndurable && replica.gatedHead === replica.gated.length)) send();
     else replica.gated.push({ after: log.recorded, release: send });
@@ -717,6 +814,95 @@ export class Simulator {
       replica.gated = [];
       replica.gatedHead = 0;
     }
+  }
+
+  // ---- GPC, as platform/instance/executor.ts wires it ----------------------------------
+
+  private createGpc(replica: Replica, incarnation: number): GpcReplica {
+    const { forward, back } = upstreamTasks(this.plan, replica.id.stage);
+    const downstream = downstreamTasks(this.plan, replica.id.stage);
+    const markerIndex = markerStream(replica.spec);
+    const report = (report: Parameters<SimGpc["report"]>[1]) =>
+      this.gpc!.report(replica.task, report);
+    return new GpcReplica(
+      {
+        self: replica.id,
+        owner: this.owner(replica, replica.id.index),
+        channel: this.sink(replica, incarnation),
+        forward,
+        back,
+        snapshot: () => replica.stage!.snapshot?.(),
+        emitMarker: (i) => {
+          if (downstream.length > 0) this.send(replica, markerIndex, downstream, msgpack(i));
+        },
+        deliver: ({ src, stream, tuple }) => {
+          const name = this.outputsOf.get(this.replicaList[src]!.id.stage)![stream]!;
+          this.deliverTuple(replica, src, name, tuple);
+        },
+        quiesce: () => replica.timers.clear(),
+        restart: (state) => {
+          replica.timers.clear();
+          const stage = replica.spec.create(replica.id.index);
+          replica.stage = stage;
+          replica.run = replica.restoreAttempt;
+          // Restored even without a snapshot: the initial state is the checkpointed one then.
+          stage.restore?.({ snapshot: state, updates: [] }, replica.ctx!);
+          this.options.onRolledBack?.(replica.id, replica.run, stage);
+          stage.onStart?.(replica.ctx!);
+        },
+        saved: (i) => report({ t: "gpc-saved", i, tasks: [replica.task] }),
+        restored: (r) => {
+          report({ t: "gpc-restored", r, tasks: [replica.task] });
+          const held = replica.heldExternal;
+          replica.heldExternal = [];
+          for (const input of held) this.external(replica, input);
+        },
+        setTimer: (delayMs, fire) => void this.internalTimer(replica, incarnation, delayMs, fire),
+        alignTimeoutMs: Math.max(2000, 20 * this.checkpointing.gpcIntervalMs),
+        log: this.log,
+      },
+      () => this.clock,
+      incarnation > 1,
+    );
+  }
+
+  /** A stream manager's command, to the incarnation alive now (FIFO, held while paused). */
+  private gpcCommand(task: number, command: GpcCommand): void {
+    const replica = this.replicaList[task]!;
+    if (!replica.alive) return;
+    const incarnation = replica.incarnation;
+    const time = this.controlTime(`stmgr>${task}`);
+    this.internal(replica, incarnation, time - this.clock, () => {
+      const gpc = replica.gpc!;
+      if (command.t === "gpc-checkpoint") gpc.startCheckpoint(command.i);
+      else if (command.t === "gpc-global") gpc.onGlobal(command.i);
+      else if (command.t === "gpc-restore") {
+        replica.restoreAttempt = Math.max(replica.restoreAttempt, command.r);
+        gpc.onRestore(command.r, command.g);
+      } else gpc.onResume(command.r);
+    });
+  }
+
+  /** The sources' logged records since the global checkpoint, routed again after a rollback. */
+  private replay(task: number, records: Buffer): void {
+    const from = this.replicaList[task]!;
+    const outputs = this.outputsOf.get(from.id.stage)!;
+    const reader = new TupleReader(records);
+    const attempt = this.gpc!.attemptAt(task);
+    while (reader.next()) {
+      const dests = Array.from({ length: reader.destCount }, (_, i) => reader.dest(i));
+      const name = outputs[reader.stream]!;
+      this.route(from, name, dests, Uint8Array.from(reader.payload()), attempt);
+    }
+  }
+
+  /** Delivery time of the next message on a control channel: seeded delay, FIFO. */
+  private controlTime(channel: string): number {
+    const { minDelayMs, maxDelayMs } = this.network;
+    const delay = minDelayMs + this.netRandom.next() * (maxDelayMs - minDelayMs);
+    const time = Math.max(this.clock + delay, this.controlLast.get(channel) ?? 0);
+    this.controlLast.set(channel, time);
+    return time;
   }
 
   private owner(replica: Replica, index: number | "group"): CheckpointOwner {
@@ -735,7 +921,8 @@ export class Simulator {
       style: "callbacks",
       description: store.description,
       put: (ref, data, done) => store.put(ref, data, (error) => post(() => done(error))),
-      loadLatest: (owner, done) => store.loadLatest(owner, (result) => post(() => done(result))),
+      loadLatest: (owner, done, upTo) =>
+        store.loadLatest(owner, (result) => post(() => done(result)), upTo),
       prune: (owner, keepFromId, done) =>
         store.prune(owner, keepFromId, (error) => post(() => done(error))),
     };
@@ -824,7 +1011,9 @@ export class Simulator {
           const onOutput = this.options.onExternalOutput;
           if (!onOutput) return;
           const bytes = msgpack(output);
-          this.gate(replica, () => onOutput(replica.id, unpackr.unpack(bytes)));
+          const send = () => onOutput(replica.id, unpackr.unpack(bytes));
+          if (replica.gpc) replica.gpc.external(send);
+          else this.gate(replica, send);
         },
       },
       setStatus: (status) => {
@@ -854,11 +1043,40 @@ export class Simulator {
   /** Encoded and routed now (as the platform does), sent once the durability gate allows. */
   private emit(from: Replica, stream: string, dests: number[], tuple: Tuple): void {
     const bytes = msgpack(tuple);
-    this.gate(from, () => this.send(from, stream, dests, bytes));
+    const index = from.spec.outputs.indexOf(stream);
+    this.gate(from, () => this.send(from, index, dests, bytes));
   }
 
-  private send(from: Replica, stream: string, dests: number[], bytes: Uint8Array): void {
-    const onEmit = this.options.onEmit;
+  /**
+   * Hands an emitted tuple (stream `index` of the sender's outputs, its marker stream under
+   * GPC) to the network: under GPC its stream manager takes it first (and logs a source's).
+   */
+  private send(from: Replica, index: number, dests: number[], bytes: Uint8Array): void {
+    let attempt = -1;
+    if (this.gpc) {
+      let records = EMPTY;
+      if (from.spec.isSource && dests.length > 0) {
+        const size = FRAME_HEADER_BYTES + 12 + 4 * dests.length + bytes.length;
+        if (this.scratch.length < size) this.scratch = Buffer.allocUnsafe(2 * size);
+        const writer = new TupleWriter(EMIT, size, this.scratch);
+        writer.append(from.task, index, dests, bytes);
+        records = writer.finish().subarray(FRAME_HEADER_BYTES);
+      }
+      if (!this.gpc.acceptEmit(from.task, records)) return;
+      attempt = this.gpc.attemptAt(from.task);
+    }
+    const name = index === from.spec.outputs.length ? MARKER : from.spec.outputs[index]!;
+    this.route(from, name, dests, bytes, attempt);
+  }
+
+  private route(
+    from: Replica,
+    stream: string,
+    dests: number[],
+    bytes: Uint8Array,
+    attempt: number,
+  ): void {
+    const onEmit = stream === MARKER ? undefined : this.options.onEmit;
     if (dests.length === 0) {
       if (onEmit) onEmit(from.id, stream, unpackr.unpack(bytes), []);
       return;
@@ -890,6 +1108,7 @@ export class Simulator {
         bytes,
         link,
       );
+      event.attempt = attempt;
       link.queue.push(event);
       this.push(event);
     }
@@ -907,7 +1126,19 @@ export class Simulator {
     payload: SimEvent["payload"],
     link: Link | null,
   ): SimEvent {
-    return { time, seq: this.seq++, kind, task, incarnation, name, n, payload, link, lost: false };
+    return {
+      time,
+      seq: this.seq++,
+      kind,
+      task,
+      incarnation,
+      name,
+      n,
+      payload,
+      link,
+      lost: false,
+      attempt: -1,
+    };
   }
 
   /**
@@ -976,31 +1207,64 @@ export class Simulator {
       replica.held.push(event);
       return;
     }
-    const stage = replica.stage!;
-    const ctx = replica.ctx!;
     switch (event.kind) {
       case Kind.Deliver: {
-        const tuple: Tuple = unpackr.unpack(event.payload as Uint8Array);
-        const source = this.replicaList[event.n]!.id;
-        this.stats.delivered++;
-        this.options.onDeliver?.(source, replica.id, event.name, tuple);
-        if (!stage.onTuple) throw new Error(`${replicaName(replica.id)} has no onTuple`);
-        const input: Incoming = { stream: event.name, source, tuple };
-        stage.onTuple(input, ctx);
+        const gpc = replica.gpc;
+        if (!gpc) {
+          this.deliverTuple(
+            replica,
+            event.n,
+            event.name,
+            unpackr.unpack(event.payload as Uint8Array),
+          );
+          return;
+        }
+        // Of an older attempt than the receiver's stream manager: the fence keeps it out.
+        if (!this.gpc!.accepts(replica.task, event.attempt)) {
+          this.stats.dropped++;
+          return;
+        }
+        const outputs = this.outputsOf.get(this.replicaList[event.n]!.id.stage)!;
+        if (event.name === MARKER) {
+          const i = unpackr.unpack(event.payload as Uint8Array) as number;
+          gpc.onDelivery({ src: event.n, stream: outputs.length, tuple: null }, i);
+        } else {
+          const tuple: Tuple = unpackr.unpack(event.payload as Uint8Array);
+          gpc.onDelivery({ src: event.n, stream: outputs.indexOf(event.name), tuple }, undefined);
+        }
         return;
       }
       case Kind.Timer:
         replica.timers.delete(event.name);
-        stage.onTimer?.(event.name, ctx);
+        replica.stage!.onTimer?.(event.name, replica.ctx!);
         return;
-      case Kind.External: {
-        if (!stage.onExternal) {
-          throw new Error(`external input to ${replicaName(replica.id)}, which has no onExternal`);
-        }
-        stage.onExternal(unpackr.unpack(event.payload as Uint8Array), ctx);
+      case Kind.External:
+        this.external(replica, event.payload as Uint8Array);
         return;
-      }
     }
+  }
+
+  private deliverTuple(replica: Replica, src: number, stream: string, tuple: Tuple): void {
+    const stage = replica.stage!;
+    const source = this.replicaList[src]!.id;
+    this.stats.delivered++;
+    this.options.onDeliver?.(source, replica.id, stream, tuple);
+    if (!stage.onTuple) throw new Error(`${replicaName(replica.id)} has no onTuple`);
+    const input: Incoming = { stream, source, tuple };
+    stage.onTuple(input, replica.ctx!);
+  }
+
+  /** An external input: to the stage, or held while GPC keeps the stage from running. */
+  private external(replica: Replica, input: Uint8Array): void {
+    if (replica.gpc?.waiting) {
+      replica.heldExternal.push(input);
+      return;
+    }
+    const stage = replica.stage!;
+    if (!stage.onExternal) {
+      throw new Error(`external input to ${replicaName(replica.id)}, which has no onExternal`);
+    }
+    stage.onExternal(unpackr.unpack(input), replica.ctx!);
   }
 
   private scheduleDrain(replica: Replica): void {

@@ -9,6 +9,13 @@
  * - checkpoints at one sequence number have one digest, and executors end in one state;
  * - under LPC, a restored committer holds every accept it had sent (the latest per sequence
  *   number above its stable checkpoint) and every view it had promised or accepted in.
+ *
+ * Under GPC a rollback takes every replica back to the last global checkpoint, a consistent
+ * cut, and the run goes on from there: what was executed, accepted or promised after the cut is
+ * forgotten by everyone and may be decided differently. The checks then hold per run (a
+ * rollback's attempt), and across runs for every sequence number up to the cut (the highest
+ * one a restored executor had executed): those were decided before the cut and stay decided.
+ * A stage of an older run still installed while the rollback reaches it is not checked.
  */
 import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
 import type { TaraConfig } from "../tara/config.js";
@@ -25,6 +32,20 @@ import { StableCheckpoints } from "../tara/stages/quorum.js";
 import { stages } from "../tara/topology.js";
 import type { Simulator } from "./simulator.js";
 
+/** What the checks need to know of a replica now. */
+export interface ReplicaRuns {
+  /** Its incarnation (1 for the first start). */
+  incarnation(id: ReplicaId): number;
+  /** GPC: the rollback attempt its stage was restored in (0: the first run; always 0 otherwise). */
+  run(id: ReplicaId): number;
+}
+
+/** A value seen at one sequence number, and the run that saw it. */
+interface Seen {
+  d: string;
+  run: number;
+}
+
 export class TaraInvariants {
   /** View changes started (prepares sent). */
   views = 0;
@@ -32,9 +53,12 @@ export class TaraInvariants {
   restored = 0;
   /** The highest sequence number any executor executed. */
   maxExecuted = 0;
-  private readonly executedValue = new Map<number, string>();
+  private readonly executedValue = new Map<number, Seen>();
   private readonly acceptedValue = new Map<string, string>();
-  private readonly checkpointDigest = new Map<number, string>();
+  private readonly checkpointDigest = new Map<number, Seen>();
+  /** GPC: the latest run any replica was restored in, and its cut. */
+  private currentRun = 0;
+  private cut = 0;
   private readonly promisedBy = new Map<string, number>();
   /** Per committer (by index, over its incarnations): the latest accept sent per s. */
   private readonly sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
@@ -42,30 +66,75 @@ export class TaraInvariants {
   private readonly sentView = new Map<number, number>();
   private readonly trueStable: StableCheckpoints;
 
+  private readonly lpc: boolean;
+
   /**
-   * @param incarnation the current incarnation of a replica: under PDC a committer's promises
-   *   bind only that incarnation, under LPC (restored) every one
+   * @param mechanism under PDC a committer's promises bind only its incarnation, under LPC
+   *   (restored) every one, under GPC its run
    */
   constructor(
     private readonly config: TaraConfig,
-    private readonly lpc: boolean,
+    private readonly mechanism: "pdc" | "lpc" | "gpc",
     private readonly violation: (text: string) => void,
-    private readonly incarnation: (id: ReplicaId) => number,
+    private readonly replicas: ReplicaRuns,
   ) {
+    this.lpc = mechanism === "lpc";
     this.trueStable = new StableCheckpoints(config.f + 1);
   }
 
   /** The topology's execution observer. */
   readonly onExecuted = (executor: number, s: number, d: string): void => {
-    const known = this.executedValue.get(s);
-    if (known === undefined) this.executedValue.set(s, d);
-    else if (known !== d)
-      this.violation(`executor ${executor} executed ${d} at ${s}, another ${known}`);
+    const run = this.replicas.run({ stage: stages.executor, index: executor });
+    if (run < this.currentRun) return;
+    const known = this.seen(this.executedValue, s, d, run);
+    if (known !== d) {
+      const where = this.mechanism === "gpc" ? ` (run ${run}, cut ${this.cut})` : "";
+      this.violation(`executor ${executor} executed ${d} at ${s}, another ${known}${where}`);
+    }
     this.maxExecuted = Math.max(this.maxExecuted, s);
   };
 
+  /**
+   * GPC: a replica restored in rollback `run` (the simulator's `onRolledBack`). The first one
+   * of a run starts it: executions of later sequence numbers are forgotten.
+   */
+  readonly onRolledBack = (id: ReplicaId, run: number, stage: Stage | Source): void => {
+    if (run > this.currentRun) {
+      this.currentRun = run;
+      this.cut = 0;
+      this.maxExecuted = 0;
+    }
+    if (id.stage === stages.executor) {
+      const executed = (stage as Executor).lastExecuted;
+      this.cut = Math.max(this.cut, executed);
+      this.maxExecuted = Math.max(this.maxExecuted, executed);
+    } else if (id.stage === stages.committer) {
+      const key = this.incarnationKey(id);
+      this.promisedBy.set(
+        key,
+        Math.max(this.promisedBy.get(key) ?? 0, (stage as Committer).promised),
+      );
+    }
+  };
+
+  /**
+   * Records value d at s seen in `run`; returns the value s must have: d, unless another was
+   * seen at s in this run, or in an earlier one at or below the cut.
+   */
+  private seen(values: Map<number, Seen>, s: number, d: string, run: number): string {
+    const known = values.get(s);
+    if (known === undefined || (known.run < run && s > this.cut)) {
+      values.set(s, { d, run });
+      return d;
+    }
+    known.run = Math.max(known.run, run);
+    return known.d;
+  }
+
   /** The simulator's `onEmit`. */
   readonly onEmit = (from: ReplicaId, stream: string, tuple: unknown): void => {
+    const run = this.replicas.run(from);
+    if (run < this.currentRun) return;
     if (stream === streams.proposals) {
       const message = tuple as ProposerMessage;
       const stable = this.trueStable.stable;
@@ -75,7 +144,7 @@ export class TaraInvariants {
       if (message.t === "prepare") this.views++;
     } else if (stream === streams.accepts) {
       const { v, s, d } = tuple as Accept;
-      const key = `${v}:${s}`;
+      const key = `${run}:${v}:${s}`;
       const known = this.acceptedValue.get(key);
       if (known === undefined) this.acceptedValue.set(key, d);
       else if (known !== d) this.violation(`two values accepted in view ${v} at ${s}`);
@@ -99,9 +168,9 @@ export class TaraInvariants {
       }
     } else if (stream === streams.checkpointed) {
       const { e, s, d } = tuple as Checkpointed;
-      const known = this.checkpointDigest.get(s);
-      if (known === undefined) this.checkpointDigest.set(s, d);
-      else if (known !== d) this.violation(`executor ${e} checkpoint at ${s} differs`);
+      if (this.seen(this.checkpointDigest, s, d, run) !== d) {
+        this.violation(`executor ${e} checkpoint at ${s} differs`);
+      }
       this.trueStable.report(e, s, d, () => undefined);
     }
   };
@@ -155,7 +224,9 @@ export class TaraInvariants {
   }
 
   private incarnationKey(id: ReplicaId): string {
-    return this.lpc ? `${id.index}` : `${id.index}/${this.incarnation(id)}`;
+    if (this.mechanism === "lpc") return `${id.index}`;
+    if (this.mechanism === "gpc") return `${id.index}/run ${this.replicas.run(id)}`;
+    return `${id.index}/${this.replicas.incarnation(id)}`;
   }
 
   private noteView(committer: number, v: number): void {

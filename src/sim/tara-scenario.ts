@@ -18,6 +18,12 @@
  * for a while. One more checker then: a restored committer holds every accept it had sent
  * (the latest per sequence number above its stable checkpoint) and every view it had promised,
  * i.e. instance checkpoints lose nothing that left the replica.
+ *
+ * Under GPC (`mechanism: "gpc"`) the platform's global checkpoints run too (a checkpoint every
+ * 20-100 virtual ms, markers on the links, snapshots in the simulated store): every crash rolls
+ * the whole topology back to the last global checkpoint and replays the sources' tuples since,
+ * and replies leave only once a global checkpoint covers them. The checks hold per run and, up
+ * to the rollback's cut, across runs (tara-invariants.ts).
  */
 import { parseTaraConfig, type TaraConfig } from "../tara/config.js";
 import {
@@ -34,7 +40,7 @@ import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
 import { TaraInvariants } from "./tara-invariants.js";
 
-export const scenarioMechanisms = ["pdc", "lpc"] as const;
+export const scenarioMechanisms = ["pdc", "lpc", "gpc"] as const;
 export type ScenarioMechanism = (typeof scenarioMechanisms)[number];
 
 export interface ScenarioOptions {
@@ -49,7 +55,10 @@ export interface ScenarioOptions {
   faults?: boolean;
   /** TARA parameters (small K and W, short timeouts: many checkpoints and view changes). */
   config?: Record<string, number>;
-  /** How replicas are checkpointed (default pdc); lpc: LPC with instance checkpoints. */
+  /**
+   * How replicas are checkpointed (default pdc); lpc: LPC with instance checkpoints; gpc:
+   * global checkpoints with rollbacks.
+   */
   mechanism?: ScenarioMechanism;
 }
 
@@ -68,6 +77,8 @@ export interface ScenarioReport {
   /** LPC: committer restarts whose restored state was checked, and recoveries that found none. */
   restored: number;
   brokenChains: number;
+  /** GPC: rollbacks of the whole topology. */
+  rollbacks: number;
   replay: string;
   /** Every replica's last status, when the run failed. */
   replicas?: Record<string, Record<string, unknown>>;
@@ -114,6 +125,22 @@ function lpcCheckpointing(seed: number): SimCheckpointing {
   };
 }
 
+/** GPC's checkpoint interval for one seed, from a stream of its own. */
+export function gpcCheckpointing(seed: number): SimCheckpointing {
+  const random = new Random(Math.imul((seed ^ 0x1d8e4e27) >>> 0, 0x2545f491) >>> 0);
+  return { mechanism: "gpc", gpcIntervalMs: random.pick([20, 50, 100]) };
+}
+
+/** The simulator's checkpointing for a scenario's mechanism. */
+export function scenarioCheckpointing(
+  mechanism: ScenarioMechanism,
+  seed: number,
+): SimCheckpointing {
+  if (mechanism === "lpc") return lpcCheckpointing(seed);
+  if (mechanism === "gpc") return gpcCheckpointing(seed);
+  return { mechanism: "pdc" };
+}
+
 export function runScenario(options: ScenarioOptions): ScenarioReport {
   const { seed, f } = options;
   const mechanism = options.mechanism ?? "pdc";
@@ -129,9 +156,10 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   };
 
   // TARA's invariants (tara-invariants.ts).
-  const invariants: TaraInvariants = new TaraInvariants(config, lpc, violation, (id) =>
-    sim.incarnation(id),
-  );
+  const invariants: TaraInvariants = new TaraInvariants(config, mechanism, violation, {
+    incarnation: (id) => sim.incarnation(id),
+    run: (id) => sim.gpcRun(id),
+  });
 
   const topology = taraTopology({
     name: "tara-sim",
@@ -144,8 +172,9 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
   const sim = new Simulator({
     seed,
     topology,
-    checkpoints: lpc ? lpcCheckpointing(seed) : { mechanism: "pdc" },
+    checkpoints: scenarioCheckpointing(mechanism, seed),
     onRestored: invariants.onRestored,
+    onRolledBack: invariants.onRolledBack,
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -225,6 +254,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
 
   const faults = injectFaults(sim, random, {
     f,
+    store: mechanism !== "pdc",
     lpc,
     viewChangeMs: config.viewChangeMs,
     active: () => issuing,
@@ -264,6 +294,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     linearizable: check.ok === "unknown" ? "unknown" : check.ok,
     events: sim.stats.events,
     restored: invariants.restored,
+    rollbacks: sim.gpc?.coordinator.stats.restores ?? 0,
     brokenChains: sim.stats.brokenChains,
     replay: replayCommand(seed, f, mechanism),
     ...(violations.length > 0

@@ -69,9 +69,9 @@ import { Watches } from "../zk/watches.js";
 import { ZkStateMachine } from "../zk/zk-state-machine.js";
 import { injectFaults, replicaName } from "./faults.js";
 import { Random } from "./random.js";
-import { Simulator, type SimCheckpointing } from "./simulator.js";
+import { Simulator } from "./simulator.js";
 import { TaraInvariants } from "./tara-invariants.js";
-import { simConfig, type ScenarioMechanism } from "./tara-scenario.js";
+import { scenarioCheckpointing, simConfig, type ScenarioMechanism } from "./tara-scenario.js";
 import {
   checkHistory,
   describeRequest,
@@ -123,6 +123,8 @@ export interface ZkScenarioReport {
   events: number;
   /** LPC: committer restarts whose restored state was checked. */
   restored: number;
+  /** GPC: rollbacks of the whole topology. */
+  rollbacks: number;
   replay: string;
   replicas?: Record<string, Record<string, unknown>>;
 }
@@ -141,18 +143,6 @@ const NAMES = ["n0", "n1", "n2"];
 
 export function zkReplayCommand(seed: number, f: number, mechanism: ScenarioMechanism): string {
   return `npx tara sim --service zk --seed ${seed} --f ${f} --mechanism ${mechanism}`;
-}
-
-/** As tara-scenario.ts: LPC's batching and compaction vary per seed, from a stream of their own. */
-function lpcCheckpointing(seed: number): SimCheckpointing {
-  const random = new Random(Math.imul((seed ^ 0x68e31da4) >>> 0, 0x1b873593) >>> 0);
-  return {
-    mechanism: "lpc-cs",
-    instance: true,
-    batchFactor: random.pick([1, 1, 3]),
-    batchDelayMs: random.pick([0, 1, 2]),
-    compactEvery: random.pick([2, 5, 20]),
-  };
 }
 
 // ---- Frames ----
@@ -351,6 +341,10 @@ function sameOutput(a: Applied, b: Applied): boolean {
 export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   const { seed, f } = options;
   const mechanism = options.mechanism ?? "pdc";
+  if (mechanism === "gpc") {
+    // Its checkers record every application, rolled back or not (tara-scenario.ts has GPC).
+    throw new RangeError("the ZooKeeper scenario runs pdc or lpc, not gpc (use --service kv)");
+  }
   const lpc = mechanism === "lpc";
   const clientCount = options.clients ?? 5;
   const safetyMs = options.safetyMs ?? 3000;
@@ -363,9 +357,10 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   };
 
   // TARA's invariants (tara-invariants.ts).
-  const invariants: TaraInvariants = new TaraInvariants(config, lpc, violation, (id) =>
-    sim.incarnation(id),
-  );
+  const invariants: TaraInvariants = new TaraInvariants(config, mechanism, violation, {
+    incarnation: (id) => sim.incarnation(id),
+    run: (id) => sim.gpcRun(id),
+  });
 
   // Checker 5: each command's output, the first time any executor applied it; and where each
   // connection message was first produced (to explain a gap). A command applied at two places
@@ -438,8 +433,9 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   const sim = new Simulator({
     seed,
     topology,
-    checkpoints: lpc ? lpcCheckpointing(seed) : { mechanism: "pdc" },
+    checkpoints: scenarioCheckpointing(mechanism, seed),
     onRestored: invariants.onRestored,
+    onRolledBack: invariants.onRolledBack,
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -1019,6 +1015,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   // ---- Faults ----
   const faults = injectFaults(sim, random, {
     f,
+    store: mechanism !== "pdc",
     lpc,
     viewChangeMs: config.viewChangeMs,
     active: () => issuing,
@@ -1280,6 +1277,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     views: invariants.views,
     events: sim.stats.events,
     restored: invariants.restored,
+    rollbacks: sim.gpc?.coordinator.stats.restores ?? 0,
     replay: zkReplayCommand(seed, f, mechanism),
     ...(violations.length > 0
       ? {

@@ -129,7 +129,8 @@ export interface Stage {
   onCheckpoint?(event: CheckpointEvent, ctx: StageContext): void;
   /**
    * The replica's exact state, for instance checkpoints: GPC snapshots and LPC compaction.
-   * `restore(snapshot, updates)` must rebuild the same state.
+   * `restore(snapshot, updates)` must rebuild the same state. The platform encodes it before
+   * the stage runs again, so it may share structures with the live state.
    */
   snapshot?(): Tuple;
   /**

@@ -10,8 +10,11 @@ export interface CheckpointChannel {
   readonly description: string;
   /** Durable when it resolves; rejects if the store is unreachable (the caller retries). */
   put(ref: EntryRef, data: Uint8Array): Promise<void>;
-  /** The latest valid base and the deltas after it (rejected entries logged and skipped). */
-  loadLatest(owner: CheckpointOwner): Promise<RecoveredChain>;
+  /**
+   * The latest valid base and the deltas after it (rejected entries logged and skipped);
+   * `upTo`: as the chain stood at that entry.
+   */
+  loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain>;
   /** Deletes the owner's entries below `keepFromId`. */
   prune(owner: CheckpointOwner, keepFromId: number): Promise<void>;
 }
@@ -31,8 +34,8 @@ export class ShimChannel implements CheckpointChannel {
     return this.store.put(ref, data);
   }
 
-  loadLatest(owner: CheckpointOwner): Promise<RecoveredChain> {
-    return loadLatest(this.store, owner, this.log);
+  loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain> {
+    return loadLatest(this.store, owner, this.log, upTo);
   }
 
   async prune(owner: CheckpointOwner, keepFromId: number): Promise<void> {
@@ -54,8 +57,15 @@ export interface CheckpointSink {
   readonly description: string;
   /** `done()` once the entry is durable, `done(error)` if the store is unreachable. */
   put(ref: EntryRef, data: Uint8Array, done: (error?: Error) => void): void;
-  /** The latest chain (`loadLatest`'s rules), or the error (`CheckpointChainBroken` included). */
-  loadLatest(owner: CheckpointOwner, done: (result: RecoveredChain | Error) => void): void;
+  /**
+   * The latest chain (`loadLatest`'s rules; `upTo`: as it stood at that entry), or the error
+   * (`CheckpointChainBroken` included).
+   */
+  loadLatest(
+    owner: CheckpointOwner,
+    done: (result: RecoveredChain | Error) => void,
+    upTo?: number,
+  ): void;
   /** Deletes the owner's entries below `keepFromId`; failures are only worth a log line. */
   prune(owner: CheckpointOwner, keepFromId: number, done: (error?: Error) => void): void;
 }
@@ -72,8 +82,8 @@ export function sinkOf(channel: CheckpointChannel): CheckpointSink {
         (error: unknown) => done(asError(error)),
       );
     },
-    loadLatest: (owner, done) => {
-      channel.loadLatest(owner).then(done, (error: unknown) => done(asError(error)));
+    loadLatest: (owner, done, upTo) => {
+      channel.loadLatest(owner, upTo).then(done, (error: unknown) => done(asError(error)));
     },
     prune: (owner, keepFromId, done) => {
       channel.prune(owner, keepFromId).then(

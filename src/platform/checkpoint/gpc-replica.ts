@@ -15,8 +15,8 @@
  */
 import { pack, unpack } from "msgpackr";
 import type { ReplicaId, Tuple } from "../api/stage.js";
+import type { CheckpointSink } from "./channel.js";
 import type { CheckpointOwner } from "./store/store.js";
-import type { RecoveredChain } from "./store/recovery.js";
 
 /** A tuple as delivered to the stage: its source task, stream index and value. */
 export interface Delivery {
@@ -25,16 +25,11 @@ export interface Delivery {
   readonly tuple: Tuple;
 }
 
-export interface GpcChannel {
-  put(ref: { owner: CheckpointOwner; id: number; kind: "base" }, data: Uint8Array): Promise<void>;
-  loadLatest(owner: CheckpointOwner, upTo?: number): Promise<RecoveredChain>;
-  prune(owner: CheckpointOwner, keepFromId: number): Promise<void>;
-}
-
 export interface GpcHost {
   readonly self: ReplicaId;
   readonly owner: CheckpointOwner;
-  readonly channel: GpcChannel;
+  /** Callbacks, not promises: the simulator drives this class on its virtual clock. */
+  readonly channel: CheckpointSink;
   /** Tasks sending to this replica on forward and on back edges. */
   readonly forward: readonly number[];
   readonly back: readonly number[];
@@ -67,15 +62,19 @@ interface Alignment {
   readonly i: number;
   /** Inputs whose marker came: blocked until the snapshot. */
   readonly marked: Set<number>;
-  /** Taken once every forward input is marked. */
-  snapshot: { state: Tuple | undefined } | undefined;
+  /**
+   * Taken once every forward input is marked, encoded at once: the stage's snapshot may share
+   * structures with its live state, which goes on changing while back edges are recorded.
+   */
+  snapshot: { state: Uint8Array | undefined } | undefined;
   /** Back inputs whose marker has not come since the snapshot: what they send is recorded. */
   readonly recording: Set<number>;
   readonly channelLog: Delivery[];
 }
 
 interface Saved {
-  state: Tuple | undefined;
+  /** The stage's snapshot, encoded. */
+  state: Uint8Array | undefined;
   channel: [number, number, Tuple][];
 }
 
@@ -188,8 +187,9 @@ export class GpcReplica {
     // older checkpoints go every PRUNE_EVERY_MS, not at every global one.
     if (this.now() - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = this.now();
-    this.host.channel.prune(this.host.owner, i).catch((error: Error) => {
-      this.host.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
+    this.host.channel.prune(this.host.owner, i, (error) => {
+      if (error)
+        this.host.log.warn({ event: "prune-failed", reason: error.message }, "prune failed");
     });
   }
 
@@ -211,7 +211,7 @@ export class GpcReplica {
     this.paused = [];
     this.stats.held = 0;
     const started = this.now();
-    void this.load(r, g, started);
+    this.load(r, g, started);
   }
 
   onResume(r: number): void {
@@ -221,26 +221,33 @@ export class GpcReplica {
     for (const send of paused) send();
   }
 
-  private async load(r: number, g: number, started: number): Promise<void> {
-    let saved: Saved | undefined;
-    for (let delay = 50; g > 0; delay = Math.min(delay * 2, 2000)) {
-      try {
-        const chain = await this.host.channel.loadLatest(this.host.owner, g);
-        if (chain.base?.id === g) {
-          saved = unpack(chain.base.data) as Saved;
-          break;
+  /** Loads global checkpoint g (retrying while the store is away) and restarts the stage in it. */
+  private load(r: number, g: number, started: number, delay = 50): void {
+    if (g === 0) return this.restored(r, g, undefined, started);
+    this.host.channel.loadLatest(
+      this.host.owner,
+      (result) => {
+        if (this.attempt !== r) return; // a newer attempt took over
+        if (!(result instanceof Error) && result.base?.id === g) {
+          return this.restored(r, g, unpack(result.base.data) as Saved, started);
         }
-        this.host.log.error({ event: "restore-missing", g }, "global checkpoint not found");
-      } catch (error) {
-        this.host.log.warn({ event: "restore-stalled", reason: (error as Error).message });
-      }
-      if (this.attempt !== r) return;
-      await new Promise<void>((resolve) => this.host.setTimer(delay, resolve));
-    }
-    if (this.attempt !== r) return; // a newer attempt took over
+        if (result instanceof Error) {
+          this.host.log.warn({ event: "restore-stalled", reason: result.message });
+        } else {
+          this.host.log.error({ event: "restore-missing", g }, "global checkpoint not found");
+        }
+        this.host.setTimer(delay, () => {
+          if (this.attempt === r) this.load(r, g, started, Math.min(delay * 2, 2000));
+        });
+      },
+      g,
+    );
+  }
+
+  private restored(r: number, g: number, saved: Saved | undefined, started: number): void {
     this.epoch = g;
     this.stale = false;
-    this.host.restart(saved?.state);
+    this.host.restart(saved?.state === undefined ? undefined : unpack(saved.state));
     // What was in flight on back edges at the cut reaches the restored stage first.
     for (const [src, stream, tuple] of saved?.channel ?? [])
       this.host.deliver({ src, stream, tuple });
@@ -298,7 +305,8 @@ export class GpcReplica {
   }
 
   private snapshotNow(a: Alignment): void {
-    a.snapshot = { state: this.host.snapshot() };
+    const state = this.host.snapshot();
+    a.snapshot = { state: state === undefined ? undefined : pack(state) };
     this.finished = Math.max(this.finished, a.i);
     this.epoch = a.i;
     this.alignment = undefined;
@@ -306,7 +314,9 @@ export class GpcReplica {
     for (const task of this.host.back) if (!a.marked.has(task)) a.recording.add(task);
     this.stats.alignments++;
     this.stats.lastAlignmentMs = this.now() - this.alignmentStart;
-    this.host.emitMarker(a.i);
+    // In order with the outputs: between a rollback's restore and its resume they are held,
+    // and this snapshot counts them as sent.
+    this.output(() => this.host.emitMarker(a.i));
     if (a.recording.size === 0) this.complete(a);
     else this.recording.push(a);
     this.unblock();
@@ -324,22 +334,22 @@ export class GpcReplica {
       state: a.snapshot!.state,
       channel: a.channelLog.map((d) => [d.src, d.stream, d.tuple]),
     };
-    void this.save(a.i, pack(saved), this.attempt);
+    this.save(a.i, pack(saved), this.attempt);
   }
 
-  private async save(i: number, data: Uint8Array, attempt: number): Promise<void> {
-    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
-      try {
-        await this.host.channel.put({ owner: this.host.owner, id: i, kind: "base" }, data);
-        break;
-      } catch (error) {
-        this.host.log.warn({ event: "checkpoint-stalled", reason: (error as Error).message });
-        await new Promise<void>((resolve) => this.host.setTimer(delay, resolve));
-        if (this.attempt !== attempt) return;
+  /** Saves checkpoint i (retrying while the store is away) and reports it, unless rolled back. */
+  private save(i: number, data: Uint8Array, attempt: number, delay = 50): void {
+    this.host.channel.put({ owner: this.host.owner, id: i, kind: "base" }, data, (error) => {
+      if (this.attempt !== attempt) return; // saved for a run that was rolled back
+      if (!error) {
+        this.stats.saved = i;
+        this.host.saved(i);
+        return;
       }
-    }
-    if (this.attempt !== attempt) return; // saved for a run that was rolled back
-    this.stats.saved = i;
-    this.host.saved(i);
+      this.host.log.warn({ event: "checkpoint-stalled", reason: error.message });
+      this.host.setTimer(delay, () => {
+        if (this.attempt === attempt) this.save(i, data, attempt, Math.min(delay * 2, 2000));
+      });
+    });
   }
 }

@@ -115,8 +115,7 @@ export class CheckpointService {
       owner,
       `load ${describeOwner(owner)}`,
       async () => {
-        const store = upTo === undefined ? this.store : entriesUpTo(this.store, upTo);
-        const chain = await loadLatest(store, owner, this.log);
+        const chain = await loadLatest(this.store, owner, this.log, upTo);
         this.stats.loads++;
         return encodeChain(chain);
       },
@@ -203,16 +202,4 @@ export class CheckpointSession {
       for (const data of rest) this.reply({ t: "ckpt-part", req, data });
     };
   }
-}
-
-/** The store as it was up to entry `upTo`: later entries are not listed. */
-function entriesUpTo(store: CheckpointStore, upTo: number): CheckpointStore {
-  return {
-    description: store.description,
-    put: (ref, data) => store.put(ref, data),
-    list: async (owner) => (await store.list(owner)).filter((ref) => ref.id <= upTo),
-    get: (ref) => store.get(ref),
-    delete: (refs) => store.delete(refs),
-    close: () => store.close(),
-  };
 }

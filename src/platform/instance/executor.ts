@@ -178,7 +178,7 @@ export class Executor {
       {
         self,
         owner: this.owner(self.index),
-        channel,
+        channel: sinkOf(channel),
         forward,
         back,
         snapshot: () => this.stage.snapshot?.(),

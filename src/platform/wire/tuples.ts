@@ -19,7 +19,7 @@ export const DELIVER = 3;
 export type TupleFrameType = typeof EMIT | typeof FORWARD | typeof DELIVER;
 
 /** Frame length (4), msgpack fixarray(2) (1), fixint type (1), bin32 marker (1) and length (4). */
-const FRAME_HEADER_BYTES = 11;
+export const FRAME_HEADER_BYTES = 11;
 const INITIAL_BYTES = 16 * 1024;
 
 /** Builds one tuple frame in place: the frame header is reserved at the front. */

@@ -61,14 +61,19 @@ export class CheckpointChainBroken extends Error {
  *
  * Store errors other than a rejection (an unreachable server, a permission error) propagate:
  * an outage is not a reason to fall back to older state.
+ *
+ * `upTo`: the chain as it stood at entry `upTo`, later entries unlisted (GPC loads its last
+ * global checkpoint, whatever was saved after it).
  */
 export async function loadLatest(
   store: CheckpointStore,
   owner: CheckpointOwner,
   log: RecoveryLog,
+  upTo?: number,
 ): Promise<RecoveredChain> {
   for (let listing = 1; ; listing++) {
-    const steps = chainSteps(owner, await store.list(owner), store.description, log);
+    const listed = upToEntry(await store.list(owner), upTo);
+    const steps = chainSteps(owner, listed, store.description, log);
     try {
       let step = steps.next();
       while (!step.done) {
@@ -101,6 +106,10 @@ class StaleListing extends Error {
 
 const MAX_LISTINGS = 5;
 
+function upToEntry(refs: EntryRef[], upTo: number | undefined): EntryRef[] {
+  return upTo === undefined ? refs : refs.filter((ref) => ref.id <= upTo);
+}
+
 /** A store read synchronously (the simulator's): the same contract as `CheckpointStore`'s. */
 export interface SyncCheckpointReader {
   readonly description: string;
@@ -115,8 +124,9 @@ export function loadLatestSync(
   store: SyncCheckpointReader,
   owner: CheckpointOwner,
   log: RecoveryLog,
+  upTo?: number,
 ): RecoveredChain {
-  const steps = chainSteps(owner, store.list(owner), store.description, log);
+  const steps = chainSteps(owner, upToEntry(store.list(owner), upTo), store.description, log);
   let step = steps.next();
   while (!step.done) {
     const ref = step.value;
