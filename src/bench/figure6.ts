@@ -21,6 +21,8 @@ import {
 import { cpuShares, readCpuTimes, type MachineFacts } from "./report/machine.js";
 import { renderPlot } from "./report/plot.js";
 import { writeCsv, writeJson } from "./report/results.js";
+import { groupBy, spreadOf, type Spread } from "./report/spread.js";
+import { judged, type Target } from "./report/targets.js";
 
 export const SCENARIO_IDS = ["lpc-cs", "lpc-cm", "gpc", "leader", "container"] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
@@ -224,14 +226,6 @@ export interface ScenarioFailure {
   scenario: ScenarioId;
   title: string;
   error: string;
-}
-
-export interface Figure6Target {
-  name: string;
-  scenario: ScenarioId;
-  measured: string | null;
-  goal: string;
-  met: boolean | null;
 }
 
 export interface Scenario {
@@ -643,44 +637,102 @@ function gpcRollbacks(status: ClusterStatus): number {
 }
 
 /** The issue's Figure 6 targets, judged on the scenarios that ran. */
-export function figure6Targets(results: ScenarioResult[]): Figure6Target[] {
+export function figure6Targets(results: ScenarioResult[]): Target[] {
   const of = (id: ScenarioId) => results.find((r) => r.scenario === id);
   const lpc = of("lpc-cs");
   const gpc = of("gpc");
   const leader = of("leader");
   const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  const notRun = "not run";
   return [
-    {
-      name: "LPC-CS committer crash: 100 ms intervals below 80% of the pre-crash mean",
-      scenario: "lpc-cs",
-      measured: lpc
-        ? `${lpc.below80AfterKill} from the kill on (${lpc.preCrashBelow80} before it)`
-        : null,
-      goal: "0",
-      met: lpc ? lpc.below80AfterKill === 0 : null,
-    },
-    {
-      // GPC answers in bursts, one per global checkpoint, so many 100 ms intervals are empty
-      // without any crash: the longest time without a reply is the downtime that means something.
-      name: "GPC committer crash: downtime (longest time without a reply)",
-      scenario: "gpc",
-      measured: gpc
+    judged(
+      {
+        name: "LPC-CS committer crash: 100 ms intervals below 80% of the pre-crash mean",
+        goal: "0",
+        unit: "count",
+        threshold: 1,
+        better: "lower",
+      },
+      lpc?.below80AfterKill ?? null,
+      lpc ? `${lpc.below80AfterKill} from the kill on (${lpc.preCrashBelow80} before it)` : notRun,
+    ),
+    // GPC answers in bursts, one per global checkpoint, so many 100 ms intervals are empty
+    // without any crash: the longest time without a reply is the downtime that means something.
+    judged(
+      {
+        name: "GPC committer crash: downtime (longest time without a reply)",
+        goal: "< 3 s",
+        unit: "ms",
+        threshold: 3000,
+        better: "lower",
+      },
+      gpc?.longestGapMs ?? null,
+      gpc
         ? `${s(gpc.longestGapMs)} (before the kill ${s(gpc.preCrashLongestGapMs)}); ` +
-          `intervals below 10%: ${s(gpc.downtimeMs)} (before ${s(gpc.preCrashDowntimeMs)})`
-        : null,
-      goal: "< 3 s",
-      met: gpc ? gpc.longestGapMs < 3000 : null,
-    },
-    {
-      name: `leader crash (${leader ? MECHANISM_NAMES[leader.mechanism] : "-"}): service back`,
-      scenario: "leader",
-      measured: leader
+            `intervals below 10%: ${s(gpc.downtimeMs)} (before ${s(gpc.preCrashDowntimeMs)})`
+        : notRun,
+    ),
+    judged(
+      {
+        name: `leader crash (${leader ? MECHANISM_NAMES[leader.mechanism] : "-"}): service back`,
+        goal: "within 1 s",
+        unit: "ms",
+        threshold: 1000,
+        better: "lower",
+      },
+      // Never back: as long as the run lasted after the kill.
+      leader ? (leader.serviceBackMs ?? leader.durationMs - leader.killAtMs) : null,
+      leader
         ? `${formatMs(leader.serviceBackMs)} (no reply for ${s(leader.longestGapMs)})`
-        : null,
-      goal: "≤ 1 s",
-      met: leader ? leader.serviceBackMs !== null && leader.serviceBackMs <= 1000 : null,
-    },
+        : notRun,
+    ),
   ];
+}
+
+/** One scenario over repeated runs: each figure's median and min-max (null: no run had it). */
+export interface ScenarioSpread {
+  scenario: ScenarioId;
+  title: string;
+  /** Runs in which the scenario ran (a failed one does not count). */
+  runs: number;
+  preCrashPerSec: Spread | null;
+  below80AfterKill: Spread | null;
+  longestGapMs: Spread | null;
+  serviceBackMs: Spread | null;
+  returnMs: Spread | null;
+  afterRecoveryShare: Spread | null;
+  /** Acknowledged writes lost, over all runs (null: none checked). */
+  lostAcknowledged: number | null;
+}
+
+const SPREAD_FIELDS = [
+  "preCrashPerSec",
+  "below80AfterKill",
+  "longestGapMs",
+  "serviceBackMs",
+  "returnMs",
+  "afterRecoveryShare",
+] as const;
+
+/** Each scenario's figures over repeated runs (`runs`: each run's results). */
+export function summarizeScenarios(runs: readonly (readonly ScenarioResult[])[]): ScenarioSpread[] {
+  return groupBy(runs.flat(), (r) => r.scenario).map((all) => {
+    const spreads = Object.fromEntries(
+      SPREAD_FIELDS.map((field) => [
+        field,
+        spreadOf(all.flatMap((r) => (r[field] === null ? [] : [r[field]]))),
+      ]),
+    ) as Record<(typeof SPREAD_FIELDS)[number], Spread | null>;
+    const checked = all.filter((r) => r.lostAcknowledged !== null);
+    return {
+      scenario: all[0]!.scenario,
+      title: all[0]!.title,
+      runs: all.length,
+      ...spreads,
+      lostAcknowledged:
+        checked.length === 0 ? null : checked.reduce((sum, r) => sum + r.lostAcknowledged!, 0),
+    };
+  });
 }
 
 export interface Figure6Report {
@@ -690,7 +742,7 @@ export interface Figure6Report {
   machine: MachineFacts;
   results: ScenarioResult[];
   failures: ScenarioFailure[];
-  targets: Figure6Target[];
+  targets: Target[];
 }
 
 /** A timeline in whole seconds: each point at the middle of its second. */

@@ -9,7 +9,8 @@
  *   baseline of the targets.
  */
 import { round } from "./bench-cluster.js";
-import { groupBy, spreadOf, type Spread } from "./report/spread.js";
+import { spreadOf, type Spread } from "./report/spread.js";
+import { judged, pct, type Target } from "./report/targets.js";
 import { runThroughputBench, type ThroughputPoint, type ThroughputRun } from "./throughput.js";
 import type { Mechanism } from "../platform/api/stage.js";
 import { checkpointConfigSchema, type CheckpointConfig } from "../platform/runtime/config.js";
@@ -222,35 +223,6 @@ export function pointRow(figure: string, curve: Curve, p: ThroughputPoint) {
   };
 }
 
-export interface Target {
-  name: string;
-  measured: string;
-  goal: string;
-  /** null: not measured in this run (a curve or point is missing). */
-  met: boolean | null;
-  /** The measured figure (a ratio, or ms), for the median over repeated runs; null: none. */
-  value: number | null;
-  unit: "ratio" | "ms";
-  /** The goal as a number: met when `value` is at least (higher) or below (lower) it. */
-  threshold: number;
-  better: "higher" | "lower";
-}
-
-function judged(
-  target: Pick<Target, "name" | "goal" | "unit" | "threshold" | "better">,
-  value: number | null,
-  measured: string,
-): Target {
-  const met =
-    value === null
-      ? null
-      : target.better === "higher"
-        ? value >= target.threshold
-        : value < target.threshold;
-  return { ...target, value, measured, met };
-}
-
-const pct = (x: number) => `${Math.round(x * 100)}%`;
 const fmt = (x: number) => x.toLocaleString("en-US", { maximumFractionDigits: 0 });
 
 function byMechanism(results: readonly CurveResult[], mechanism: Mechanism): CurveResult[] {
@@ -344,24 +316,6 @@ export function figure5Targets(results: readonly CurveResult[]): Target[] {
 }
 
 // ---- Repeated runs: medians and spread ----
-
-/**
- * Each target over repeated runs: judged on the median of the per-run figures (each measured
- * side by side within its run), with the min-max spread in `measured`.
- */
-export function summarizeTargets(runs: readonly (readonly Target[])[]): Target[] {
-  return groupBy(runs.flat(), (target) => target.name).map((all) => {
-    const first = all[0]!;
-    const spread = spreadOf(all.flatMap((t) => (t.value === null ? [] : [t.value])));
-    if (!spread) return judged(first, null, "not measured");
-    const show = (x: number) => (first.unit === "ratio" ? pct(x) : `${x.toFixed(1)} ms`);
-    return judged(
-      first,
-      spread.median,
-      `median ${show(spread.median)} (${show(spread.min)}–${show(spread.max)}, ${spread.runs} of ${all.length} runs)`,
-    );
-  });
-}
 
 export interface PeakSummary {
   curve: string;

@@ -1,4 +1,6 @@
 /** `tara bench figure6`: node-crash impact (src/bench/figure6.ts, docs/BENCHMARKS.md). */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import Table from "cli-table3";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import {
@@ -7,16 +9,21 @@ import {
   runFigure6,
   SCENARIO_IDS,
   STEPS_PER_SCENARIO,
+  summarizeScenarios,
   writeFigure6Results,
   type CrashMechanism,
+  type Figure6Files,
   type Figure6Report,
   type ScenarioId,
   type ScenarioResult,
+  type ScenarioSpread,
   withoutTimeline,
 } from "../bench/figure6.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { createProgress } from "../bench/report/progress.js";
-import { createResultsDir } from "../bench/report/results.js";
+import { createResultsDir, writeJson } from "../bench/report/results.js";
+import type { Spread } from "../bench/report/spread.js";
+import { summarizeTargets, type Target } from "../bench/report/targets.js";
 import { integer, param } from "./parsers.js";
 
 function scenarioList(text: string): ScenarioId[] {
@@ -51,6 +58,7 @@ interface Figure6Flags {
   crashMechanism: CrashMechanism;
   container?: number;
   param: Record<string, string>;
+  repeat: number;
   quick: boolean;
   json: boolean;
 }
@@ -111,11 +119,22 @@ export function registerFigure6(bench: Command): void {
       integer(0, 2),
     )
     .option("--param <key=value>", "TARA parameter (repeatable), e.g. viewChangeMs=300", param, {})
+    .option(
+      "--repeat <n>",
+      "run the scenarios n times, in rounds (each run's files in run-<k>/); targets judged " +
+        "on the medians",
+      integer(1, 20),
+      1,
+    )
     .option("--quick", "2 s warm-up and 6 s per scenario: a smoke test of about a minute", false)
     .option("--json", "one JSON object per scenario, then one with the targets and files", false)
     .action(async (flags: Figure6Flags) => {
       const { dir, startedAt } = createResultsDir("figure6");
-      const progress = createProgress("figure6", flags.scenarios.length * STEPS_PER_SCENARIO);
+      const repeat = flags.repeat;
+      const progress = createProgress(
+        "figure6",
+        repeat * flags.scenarios.length * STEPS_PER_SCENARIO,
+      );
       const options = {
         scenarios: flags.scenarios,
         clients: flags.clients,
@@ -129,52 +148,133 @@ export function registerFigure6(bench: Command): void {
         params: flags.param,
       };
       const machine = machineFacts();
-      let run: Awaited<ReturnType<typeof runFigure6>>;
+      const runs: { report: Figure6Report; files: Figure6Files }[] = [];
       try {
-        run = await runFigure6({
-          ...options,
-          log: (line) => progress.log(line),
-          step: (status) => progress.tick(1, status),
-        });
+        for (let k = 1; k <= repeat; k++) {
+          const run = await runFigure6({
+            ...options,
+            log: (line) => progress.log(repeat > 1 ? `run ${k}: ${line}` : line),
+            step: (status) =>
+              progress.tick(1, repeat > 1 ? `run ${k}/${repeat} ${status}` : status),
+          });
+          const report: Figure6Report = {
+            bench: "figure6",
+            startedAt,
+            options,
+            machine,
+            results: run.results,
+            failures: run.failures,
+            targets: figure6Targets(run.results),
+          };
+          const runDir = repeat > 1 ? join(dir, `run-${k}`) : dir;
+          mkdirSync(runDir, { recursive: true });
+          runs.push({ report, files: await writeFigure6Results(runDir, report) });
+        }
       } finally {
         progress.stop();
       }
-      const report: Figure6Report = {
-        bench: "figure6",
-        startedAt,
-        options,
-        machine,
-        results: run.results,
-        failures: run.failures,
-        targets: figure6Targets(run.results),
-      };
-      const files = await writeFigure6Results(dir, report);
+      const reports = runs.map((r) => r.report);
+      const targets =
+        repeat > 1 ? summarizeTargets(reports.map((r) => r.targets)) : reports[0]!.targets;
+      const scenarios = summarizeScenarios(reports.map((r) => r.results));
+      const summaryFile =
+        repeat > 1
+          ? writeJson(dir, "summary", {
+              bench: "figure6",
+              startedAt,
+              options,
+              machine,
+              repeat,
+              runs: reports.map((r, i) => ({
+                run: i + 1,
+                results: r.results.map(withoutTimeline),
+                failures: r.failures,
+                targets: r.targets,
+              })),
+              summary: { targets, scenarios },
+            })
+          : runs[0]!.files.summary;
       process.stderr.write(`results written to ${dir}\n`);
       if (flags.json) {
-        for (const result of report.results) {
-          console.log(JSON.stringify({ bench: "figure6", ...withoutTimeline(result) }));
-        }
-        for (const failure of report.failures) {
-          console.log(JSON.stringify({ bench: "figure6", ...failure }));
-        }
+        reports.forEach((report, i) => {
+          const run = repeat > 1 ? { run: i + 1 } : {};
+          for (const result of report.results) {
+            console.log(JSON.stringify({ bench: "figure6", ...run, ...withoutTimeline(result) }));
+          }
+          for (const failure of report.failures) {
+            console.log(JSON.stringify({ bench: "figure6", ...run, ...failure }));
+          }
+        });
         console.log(
           JSON.stringify({
             bench: "figure6",
             kind: "summary",
-            targets: report.targets,
+            repeat,
+            targets,
+            ...(repeat > 1 ? { scenarios } : {}),
             machine,
             dir,
-            files,
+            files:
+              repeat > 1
+                ? { summary: summaryFile, runs: runs.map((r) => r.files) }
+                : runs[0]!.files,
           }),
         );
       } else {
-        console.log(figure6Tables(report));
+        reports.forEach((report, i) => {
+          if (repeat > 1) console.log(`run ${i + 1} of ${repeat}`);
+          console.log(figure6Tables(report));
+        });
+        if (repeat > 1) console.log(summaryTables(scenarios, targets, repeat));
       }
       // A missed target is a result; a scenario that could not run is a failure.
-      if (report.failures.length > 0) {
-        throw new Error(`${report.failures.map((f) => f.scenario).join(", ")} failed`);
-      }
+      const failed = reports.flatMap((r) => r.failures.map((f) => f.scenario));
+      if (failed.length > 0) throw new Error(`${[...new Set(failed)].join(", ")} failed`);
     });
+}
+
+/** Medians over the runs, min-max below, and the targets judged on them. */
+function summaryTables(scenarios: ScenarioSpread[], targets: Target[], repeat: number): string {
+  const style = process.stdout.isTTY ? {} : { style: { head: [], border: [] } };
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const cell = (spread: Spread | null, show: (x: number) => string) =>
+    spread ? `${show(spread.median)}\n(${show(spread.min)}–${show(spread.max)})` : "-";
+  const table = new Table({
+    head: [
+      "scenario",
+      "runs",
+      "req/s\nbefore",
+      "<80%\nafter kill",
+      "no reply\nafter kill",
+      "service\nback",
+      "replica\nback",
+      "req/s after\n(of before)",
+      "lost",
+    ],
+    ...style,
+  });
+  for (const s of scenarios) {
+    table.push([
+      s.title,
+      s.runs,
+      cell(s.preCrashPerSec, (x) => x.toFixed(0)),
+      cell(s.below80AfterKill, (x) => `${x}`),
+      cell(s.longestGapMs, seconds),
+      cell(s.serviceBackMs, seconds),
+      cell(s.returnMs, seconds),
+      cell(s.afterRecoveryShare, (x) => `${Math.round(x * 100)}%`),
+      s.lostAcknowledged === null ? "?" : s.lostAcknowledged,
+    ]);
+  }
+  const judged = new Table({ head: ["target", "measured", "goal", "met"], ...style });
+  for (const t of targets) {
+    judged.push([t.name, t.measured, t.goal, t.met === null ? "n/a" : t.met ? "yes" : "NO"]);
+  }
+  return [
+    `figure6 over ${repeat} runs: medians (min–max)`,
+    table.toString(),
+    judged.toString(),
+  ].join("\n");
 }
 
 function figure6Tables(report: Figure6Report): string {
@@ -230,12 +330,7 @@ function figure6Tables(report: Figure6Report): string {
     table.push([`${f.title}\nFAILED: ${f.error}`, "", "", "", "", "", "", "", "", "", ""]);
   const targets = new Table({ head: ["target", "measured", "goal", "met"], ...style });
   for (const t of report.targets) {
-    targets.push([
-      t.name,
-      t.measured ?? "not run",
-      t.goal,
-      t.met === null ? "n/a" : t.met ? "yes" : "NO",
-    ]);
+    targets.push([t.name, t.measured, t.goal, t.met === null ? "n/a" : t.met ? "yes" : "NO"]);
   }
   const first: ScenarioResult | undefined = report.results[0];
   const o = report.options;

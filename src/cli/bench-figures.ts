@@ -16,14 +16,13 @@ import {
   pointRow,
   runCurves,
   summarizePeaks,
-  summarizeTargets,
   type CurveResult,
   type PeakSummary,
-  type Target,
 } from "../bench/figures.js";
 import { machineFacts } from "../bench/report/machine.js";
 import { renderPlot } from "../bench/report/plot.js";
 import { medianRows } from "../bench/report/spread.js";
+import { summarizeTargets, type Target } from "../bench/report/targets.js";
 import { createProgress } from "../bench/report/progress.js";
 import { createResultsDir, writeCsv, writeJson } from "../bench/report/results.js";
 import { choiceList, integer, integerList, param, seconds, secondsOrZero } from "./parsers.js";

@@ -9,7 +9,7 @@ import { XMLParser, XMLValidator } from "fast-xml-parser";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { basename } from "node:path";
+import { basename, dirname } from "node:path";
 import { describe, it } from "node:test";
 import { analyzeTimeline, gapStats, SCENARIO_IDS } from "../../src/bench/figure6.js";
 import { taraBin } from "./harness.js";
@@ -168,6 +168,58 @@ describe("tara bench figure6", () => {
           assert.deepEqual(png.subarray(0, 8), PNG_SIGNATURE, plot);
         }
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("--repeat 2 runs each scenario twice, each run in its own directory, and a median summary", () => {
+    const run = spawnSync(
+      process.execPath,
+      [taraBin, "bench", "figure6", "--quick", "--json", "--repeat", "2", "--scenarios", "leader"],
+      { encoding: "utf8", timeout: 300_000 },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    const lines = run.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const scenarios = lines.filter((line) => line.kind !== "summary");
+    assert.deepEqual(
+      scenarios.map((s) => [s.run, s.scenario]),
+      [
+        [1, "leader"],
+        [2, "leader"],
+      ],
+    );
+    const summaryLine = lines.at(-1)!;
+    assert.equal(summaryLine.repeat, 2);
+    const targets = summaryLine.targets as { name: string; measured: string }[];
+    const leaderTarget = targets.find((t) => t.name.startsWith("leader crash"))!;
+    assert.match(leaderTarget.measured, /^median .* of 2 runs\)$/);
+    const dir = String(summaryLine.dir);
+    const files = summaryLine.files as { summary: string; runs: { summary: string }[] };
+    try {
+      assert.deepEqual(
+        files.runs.map((r) => basename(dirname(r.summary))),
+        ["run-1", "run-2"],
+      );
+      const summary = JSON.parse(readFileSync(files.summary, "utf8")) as {
+        runs: { run: number; results: { scenario: string }[] }[];
+        summary: { scenarios: { scenario: string; runs: number }[]; targets: unknown[] };
+      };
+      assert.deepEqual(
+        summary.runs.map((r) => [r.run, r.results.map((x) => x.scenario)]),
+        [
+          [1, ["leader"]],
+          [2, ["leader"]],
+        ],
+      );
+      assert.deepEqual(
+        summary.summary.scenarios.map((s) => [s.scenario, s.runs]),
+        [["leader", 2]],
+      );
+      assert.equal(summary.summary.targets.length, 3);
+      for (const r of files.runs) assert.ok(existsSync(r.summary), r.summary);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

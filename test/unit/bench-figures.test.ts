@@ -7,10 +7,16 @@ import {
   figure5Targets,
   plateaued,
   summarizePeaks,
-  summarizeTargets,
   type CurveResult,
 } from "../../src/bench/figures.js";
+import {
+  figure6Targets,
+  summarizeScenarios,
+  type ScenarioId,
+  type ScenarioResult,
+} from "../../src/bench/figure6.js";
 import { median, medianRows, spreadOf } from "../../src/bench/report/spread.js";
+import { summarizeTargets } from "../../src/bench/report/targets.js";
 import type { ThroughputPoint } from "../../src/bench/throughput.js";
 
 const rates = (...values: number[]) => values.map((requestsPerSec) => ({ requestsPerSec }));
@@ -215,5 +221,56 @@ describe("repeated runs", () => {
         [16, 1000, 5, 20],
       ],
     );
+  });
+});
+
+describe("figure6 over repeated runs", () => {
+  const result = (scenario: ScenarioId, fields: Partial<ScenarioResult>) =>
+    ({
+      scenario,
+      title: scenario,
+      mechanism: "lpc-cs",
+      durationMs: 60_000,
+      killAtMs: 30_000,
+      preCrashPerSec: 1000,
+      preCrashBelow80: 0,
+      below80AfterKill: 0,
+      longestGapMs: 100,
+      preCrashLongestGapMs: 100,
+      downtimeMs: 0,
+      preCrashDowntimeMs: 0,
+      serviceBackMs: 200,
+      returnMs: 500,
+      afterRecoveryShare: 1,
+      lostAcknowledged: 0,
+      ...fields,
+    }) as ScenarioResult;
+  const run = (below80: number, gpcGapMs: number, leaderBackMs: number | null) => [
+    result("lpc-cs", { below80AfterKill: below80 }),
+    result("gpc", { longestGapMs: gpcGapMs, mechanism: "gpc" }),
+    result("leader", { serviceBackMs: leaderBackMs }),
+  ];
+
+  it("judges each target on the median of the runs' figures", () => {
+    const runs = [run(0, 2000, 900), run(3, 4000, null), run(1, 2500, 800)];
+    assert.deepEqual(
+      summarizeTargets(runs.map(figure6Targets)).map((t) => [t.measured, t.met]),
+      [
+        ["median 1 (0–3, 3 of 3 runs)", false],
+        ["median 2500.0 ms (2000.0 ms–4000.0 ms, 3 of 3 runs)", true],
+        // Never back counts as the rest of the run (30 s).
+        ["median 900.0 ms (800.0 ms–30000.0 ms, 3 of 3 runs)", true],
+      ],
+    );
+  });
+
+  it("summarizes each scenario's figures, skipping what a run did not measure", () => {
+    const runs = [run(0, 2000, 900), run(3, 4000, null)];
+    const leader = summarizeScenarios(runs).find((s) => s.scenario === "leader")!;
+    assert.equal(leader.runs, 2);
+    assert.deepEqual(leader.serviceBackMs, { median: 900, min: 900, max: 900, runs: 1 });
+    assert.equal(leader.lostAcknowledged, 0);
+    const lpc = summarizeScenarios(runs).find((s) => s.scenario === "lpc-cs")!;
+    assert.deepEqual(lpc.below80AfterKill, { median: 1.5, min: 0, max: 3, runs: 2 });
   });
 });
