@@ -1,12 +1,12 @@
 /**
- * GPC at one replica (docs/CHECKPOINTING.md): markers, alignment, snapshots, output commit and
- * rollback. Markers for checkpoint i come on every input; the replica blocks an input whose
- * marker came until its snapshot is taken, and snapshots once every forward input delivered
- * the marker (a source: when its stream manager says so). It then sends the marker downstream
- * and, on each back edge whose marker has not come yet, records what arrives until it does
- * (the channel's state, replayed after a rollback). The snapshot and that record are saved
- * through the checkpoint manager; "saved" goes to the topology manager, which declares
- * checkpoint i global once every replica saved it.
+ * GPC at one replica (docs/CHECKPOINTING.md): markers, snapshots, output commit and rollback.
+ * Markers for checkpoint i come on every input. The first one (a source: its stream manager's
+ * command) makes the replica snapshot its stage at once and send the marker downstream; then,
+ * on every other input, it records what arrives until that input's marker comes (the channel's
+ * state, replayed after a rollback): Chandy-Lamport's snapshot, Flink's unaligned checkpoint.
+ * No input is ever blocked, so a checkpoint costs the request path no waiting. The snapshot
+ * and the record are saved through the checkpoint manager; "saved" goes to the topology
+ * manager, which declares checkpoint i global once every replica saved it.
  *
  * Output commit: what the replica sends outside the topology is held until a global
  * checkpoint covers it. Tuples inside the topology need no holding: a failure anywhere rolls
@@ -30,7 +30,10 @@ export interface GpcHost {
   readonly owner: CheckpointOwner;
   /** Callbacks, not promises: the simulator drives this class on its virtual clock. */
   readonly channel: CheckpointSink;
-  /** Tasks sending to this replica on forward and on back edges. */
+  /**
+   * Tasks sending to this replica on forward and on back edges: all recorded alike; a replica
+   * without forward inputs (a source) snapshots on its stream manager's command.
+   */
   readonly forward: readonly number[];
   readonly back: readonly number[];
   /** The stage's state now (undefined: a stage without state). */
@@ -46,7 +49,7 @@ export interface GpcHost {
   saved(i: number): void;
   restored(r: number): void;
   setTimer(delayMs: number, fire: () => void): void;
-  /** An alignment (or back-edge recording) not done in this long is abandoned. */
+  /** A checkpoint whose markers have not all come this long after its snapshot is abandoned. */
   readonly alignTimeoutMs: number;
   readonly log: {
     info(obj: object, msg?: string): void;
@@ -58,18 +61,18 @@ export interface GpcHost {
 /** How often a replica deletes its checkpoints older than the last global one. */
 const PRUNE_EVERY_MS = 2000;
 
-interface Alignment {
+/** A checkpoint snapshotted here whose markers have not come on every input yet. */
+interface Pending {
   readonly i: number;
-  /** Inputs whose marker came: blocked until the snapshot. */
-  readonly marked: Set<number>;
   /**
-   * Taken once every forward input is marked, encoded at once: the stage's snapshot may share
-   * structures with its live state, which goes on changing while back edges are recorded.
+   * The stage's snapshot, encoded at once: it may share structures with the live state, which
+   * goes on changing while the inputs are recorded.
    */
-  snapshot: { state: Uint8Array | undefined } | undefined;
-  /** Back inputs whose marker has not come since the snapshot: what they send is recorded. */
+  readonly state: Uint8Array | undefined;
+  /** Inputs whose marker has not come since the snapshot: what they send is recorded. */
   readonly recording: Set<number>;
   readonly channelLog: Delivery[];
+  readonly startedAt: number;
 }
 
 interface Saved {
@@ -81,6 +84,7 @@ interface Saved {
 export interface GpcStats {
   saved: number | null;
   global: number;
+  /** Checkpoints whose markers all came (saved then), and how long the last one took. */
   alignments: number;
   lastAlignmentMs: number;
   held: number;
@@ -100,13 +104,8 @@ export class GpcReplica {
     restores: 0,
     lastRestore: null,
   };
-  /** The checkpoint being aligned (before its snapshot). */
-  private alignment: Alignment | undefined;
-  /** Snapshotted checkpoints still recording back edges, oldest first. */
-  private recording: Alignment[] = [];
-  private alignmentStart = 0;
-  /** Deliveries (and markers) from blocked inputs, in arrival order. */
-  private blocked: { delivery: Delivery; marker: number | undefined }[] = [];
+  /** Snapshotted checkpoints still recording inputs, oldest first. */
+  private pending: Pending[] = [];
   /** The last checkpoint this replica snapshotted: outputs since are covered by a later one. */
   private epoch = 0;
   private externalHeld: { epoch: number; send: () => void }[] = [];
@@ -119,7 +118,7 @@ export class GpcReplica {
   /** Between a restore command and the new stage: the installed stage is the old run's. */
   private stale = false;
   private prunedAt = -Infinity;
-  /** The highest checkpoint snapshotted or abandoned here: older markers are late. */
+  /** The highest checkpoint snapshotted here: older markers are late. */
   private finished = 0;
 
   constructor(
@@ -148,12 +147,8 @@ export class GpcReplica {
       if (marker === undefined) this.early.push(delivery);
       return;
     }
-    if (this.alignment?.marked.has(delivery.src)) {
-      this.blocked.push({ delivery, marker });
-      return;
-    }
     if (marker !== undefined) return this.marker(marker, delivery.src);
-    for (const a of this.recording) if (a.recording.has(delivery.src)) a.channelLog.push(delivery);
+    for (const p of this.pending) if (p.recording.has(delivery.src)) p.channelLog.push(delivery);
     this.host.deliver(delivery);
   }
 
@@ -201,11 +196,9 @@ export class GpcReplica {
     // The old stage stays installed until the checkpoint is loaded: it must not act meanwhile.
     this.stale = true;
     this.host.quiesce();
-    this.alignment = undefined;
-    this.recording = [];
+    this.pending = [];
     this.finished = 0;
     // Everything in flight belongs to the abandoned run: dropped.
-    this.blocked = [];
     this.early = [];
     this.externalHeld = [];
     this.paused = [];
@@ -262,79 +255,65 @@ export class GpcReplica {
     this.host.restored(r);
   }
 
+  /**
+   * Marker i from input `src` (-1: a source's command). The first one of a checkpoint snapshots
+   * the stage at once; every other input is then recorded until its own marker comes.
+   */
   private marker(i: number, src: number): void {
-    const recording = this.recording.find((a) => a.i === i);
-    if (recording) {
-      recording.recording.delete(src);
-      if (recording.recording.size === 0) this.complete(recording);
+    // FIFO links: a marker of an older checkpoint still awaited on this input never comes now
+    // (it was lost with a failed replica), so that checkpoint can never be global: abandoned.
+    for (const p of this.pending) {
+      if (p.i < i && p.recording.has(src)) this.abandon(p);
+    }
+    const pending = this.pending.find((p) => p.i === i);
+    if (pending) {
+      pending.recording.delete(src);
+      if (pending.recording.size === 0) this.complete(pending);
       return;
     }
     if (i <= this.finished) return; // a late marker of a checkpoint done or abandoned here
-    let a = this.alignment;
-    if (a && a.i < i) {
-      // A newer checkpoint overtook an unfinished alignment (an input's marker was lost with a
-      // failed replica): that checkpoint can never be global here; it is abandoned.
-      this.abandon(a);
-      a = this.alignment; // the replayed input may have started this one already
-      if (i <= this.finished) return;
-    }
-    if (!a || a.i < i) {
-      a = { i, marked: new Set(), snapshot: undefined, recording: new Set(), channelLog: [] };
-      this.alignment = a;
-      this.alignmentStart = this.now();
-      const started = a;
-      this.host.setTimer(this.host.alignTimeoutMs, () => {
-        if (this.alignment === started) this.abandon(started);
-        else if (this.recording.includes(started)) {
-          this.recording = this.recording.filter((other) => other !== started);
-          this.stats.abandoned++;
-        }
-      });
-    }
-    if (src >= 0) a.marked.add(src);
-    if (this.host.forward.every((task) => a.marked.has(task))) this.snapshotNow(a);
+    this.snapshotNow(i, src);
   }
 
-  /** Gives up checkpoint `a` here (never global then) and lets its blocked inputs go on. */
-  private abandon(a: Alignment): void {
+  /** Gives up checkpoint `p` here (never global then). */
+  private abandon(p: Pending): void {
+    this.pending = this.pending.filter((other) => other !== p);
     this.stats.abandoned++;
-    this.finished = Math.max(this.finished, a.i);
-    this.alignment = undefined;
-    this.host.log.warn({ event: "gpc-abandoned", checkpoint: a.i }, "checkpoint abandoned");
-    this.unblock();
+    this.host.log.warn({ event: "gpc-abandoned", checkpoint: p.i }, "checkpoint abandoned");
   }
 
-  private snapshotNow(a: Alignment): void {
+  private snapshotNow(i: number, src: number): void {
     const state = this.host.snapshot();
-    a.snapshot = { state: state === undefined ? undefined : pack(state) };
-    this.finished = Math.max(this.finished, a.i);
-    this.epoch = a.i;
-    this.alignment = undefined;
-    // Back inputs whose marker came before the snapshot were blocked: their channel is empty.
-    for (const task of this.host.back) if (!a.marked.has(task)) a.recording.add(task);
-    this.stats.alignments++;
-    this.stats.lastAlignmentMs = this.now() - this.alignmentStart;
+    const recording = new Set([...this.host.forward, ...this.host.back]);
+    recording.delete(src);
+    const p: Pending = {
+      i,
+      state: state === undefined ? undefined : pack(state),
+      recording,
+      channelLog: [],
+      startedAt: this.now(),
+    };
+    this.finished = i;
+    this.epoch = i;
     // In order with the outputs: between a rollback's restore and its resume they are held,
     // and this snapshot counts them as sent.
-    this.output(() => this.host.emitMarker(a.i));
-    if (a.recording.size === 0) this.complete(a);
-    else this.recording.push(a);
-    this.unblock();
+    this.output(() => this.host.emitMarker(i));
+    if (recording.size === 0) return this.complete(p);
+    this.pending.push(p);
+    this.host.setTimer(this.host.alignTimeoutMs, () => {
+      if (this.pending.includes(p)) this.abandon(p);
+    });
   }
 
-  private unblock(): void {
-    const blocked = this.blocked;
-    this.blocked = [];
-    for (const { delivery, marker } of blocked) this.onDelivery(delivery, marker);
-  }
-
-  private complete(a: Alignment): void {
-    this.recording = this.recording.filter((other) => other !== a);
+  private complete(p: Pending): void {
+    this.pending = this.pending.filter((other) => other !== p);
+    this.stats.alignments++;
+    this.stats.lastAlignmentMs = this.now() - p.startedAt;
     const saved: Saved = {
-      state: a.snapshot!.state,
-      channel: a.channelLog.map((d) => [d.src, d.stream, d.tuple]),
+      state: p.state,
+      channel: p.channelLog.map((d) => [d.src, d.stream, d.tuple]),
     };
-    this.save(a.i, pack(saved), this.attempt);
+    this.save(p.i, pack(saved), this.attempt);
   }
 
   /** Saves checkpoint i (retrying while the store is away) and reports it, unless rolled back. */

@@ -5,8 +5,8 @@
  *
  * Edges are "forward" from a stage declared earlier to one declared later, and "back"
  * otherwise (TARA's feedback streams: votes, checkpoint reports, gaps, executor state
- * transfer). A replica aligns on its forward inputs and records what arrives on back edges
- * between its snapshot and their markers (Flink's ABS treatment of cycles).
+ * transfer). A replica records both kinds alike between its snapshot and their markers; a
+ * replica without forward inputs is a source, which snapshots on its stream manager's command.
  */
 import type { StageSpec } from "../api/topology.js";
 import type { PhysicalPlan } from "./physical-plan.js";

@@ -268,13 +268,13 @@ function createMetrics(tracker: PlanTracker): Registry {
   );
   fromCheckpoints(
     "tara_gpc_alignment_seconds",
-    "GPC: how long the replica's last alignment took",
+    "GPC: from the replica's snapshot to the last input's marker, for its last checkpoint",
     "gauge",
     (c) => (c.gpc ? c.gpc.lastAlignmentMs / 1000 : undefined),
   );
   fromCheckpoints(
     "tara_gpc_abandoned_total",
-    "GPC: checkpoints the replica abandoned (alignment timed out or overtaken)",
+    "GPC: checkpoints the replica abandoned (markers timed out or overtaken)",
     "counter",
     (c) => c.gpc?.abandoned,
   );
