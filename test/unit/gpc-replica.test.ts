@@ -102,6 +102,29 @@ describe("GpcReplica", () => {
     assert.deepEqual(sent, ["tuple 2", "marker 2"]);
   });
 
+  it("blocks no input: a tuple behind a marker is processed at once and recorded on the others", () => {
+    const { gpc, sent, stored } = replica();
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 1); // snapshot: items []
+    gpc.onDelivery({ src: 0, stream: 0, tuple: 1 }, undefined); // after the cut on input 0
+    gpc.onDelivery({ src: 1, stream: 0, tuple: 2 }, undefined); // before the cut on input 1
+    assert.deepEqual(sent, ["marker 1", "tuple 1", "tuple 2"]);
+    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, 1);
+    const saved = unpack(stored.get(1)!) as { state: Uint8Array; channel: unknown[] };
+    assert.deepEqual(unpack(saved.state), { items: [] });
+    // Input 1's tuple was in flight at the cut: its channel's state, replayed on a restore.
+    assert.deepEqual(saved.channel, [[1, 0, 2]]);
+  });
+
+  it("abandons a checkpoint whose marker an input skipped (lost upstream)", () => {
+    const { gpc, stored } = replica();
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 1);
+    // Input 1 sends checkpoint 2's marker without 1's: checkpoint 1 can never complete here.
+    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, 2);
+    assert.equal(gpc.stats.abandoned, 1);
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 2);
+    assert.deepEqual([...stored.keys()], [2]);
+  });
+
   it("restarts a replica that waits for its restore in the global checkpoint's state", () => {
     const first = replica();
     first.gpc.onDelivery({ src: 0, stream: 0, tuple: 7 }, undefined);
