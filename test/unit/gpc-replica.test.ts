@@ -125,6 +125,22 @@ describe("GpcReplica", () => {
     assert.deepEqual([...stored.keys()], [2]);
   });
 
+  it("on a rollback to g sends what left before g's snapshot, and drops what left after", () => {
+    const { gpc, sent } = replica();
+    const checkpoint = (i: number) => {
+      gpc.onDelivery({ src: 0, stream: 0, tuple: null }, i);
+      gpc.onDelivery({ src: 1, stream: 0, tuple: null }, i);
+    };
+    checkpoint(1);
+    gpc.external(() => sent.push("reply a")); // after snapshot 1: covered by checkpoint 2
+    checkpoint(2);
+    gpc.external(() => sent.push("reply b")); // after snapshot 2: the rolled-back run's
+    sent.length = 0;
+    // Checkpoint 2 became global, but the rollback to it comes before "global 2" does.
+    gpc.onRestore(1, 2);
+    assert.deepEqual(sent, ["reply a"]);
+  });
+
   it("restarts a replica that waits for its restore in the global checkpoint's state", () => {
     const first = replica();
     first.gpc.onDelivery({ src: 0, stream: 0, tuple: 7 }, undefined);

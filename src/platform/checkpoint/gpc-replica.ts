@@ -191,6 +191,8 @@ export class GpcReplica {
   /** Rolls the replica back to global checkpoint g for attempt r. */
   onRestore(r: number, g: number): void {
     if (r <= this.attempt) return;
+    // g is global: what left before its snapshot goes out, even if "global" has not come yet.
+    this.onGlobal(g);
     this.attempt = r;
     this.restoring = r;
     // The old stage stays installed until the checkpoint is loaded: it must not act meanwhile.
@@ -198,7 +200,7 @@ export class GpcReplica {
     this.host.quiesce();
     this.pending = [];
     this.finished = 0;
-    // Everything in flight belongs to the abandoned run: dropped.
+    // Everything else in flight belongs to the abandoned run: dropped.
     this.early = [];
     this.externalHeld = [];
     this.paused = [];
