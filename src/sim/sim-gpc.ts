@@ -27,6 +27,8 @@ export interface SimGpcHost {
   replay(task: number, records: Buffer): void;
   /** Every replica's state and incarnation now, as the topology manager's plan shows them. */
   instances(): PlanUpdate["instances"];
+  /** The coordinator starts rollback `attempt` to global checkpoint `checkpoint`. */
+  onRollback(attempt: number, checkpoint: number): void;
   readonly log: Log;
 }
 
@@ -47,6 +49,7 @@ export class SimGpc {
       undefined,
       () => undefined,
       (command) => {
+        if (command.t === "gpc-restore") host.onRollback(command.r, command.g);
         for (let c = 0; c < plan.containers; c++) {
           host.control(`tmaster>${c}`, () => this.stmgrs[c]!.command(command));
         }

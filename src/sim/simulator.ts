@@ -138,6 +138,11 @@ export interface SimulatorOptions {
    * before `onStart`); `run` is the rollback's attempt (see `gpcRun`).
    */
   onRolledBack?: (id: ReplicaId, run: number, stage: Stage | Source) => void;
+  /**
+   * GPC: the topology manager starts rollback `run` to global checkpoint `checkpoint`, before
+   * any replica hears of it (`gpcSnapshot` reads what each replica saved in it).
+   */
+  onRollback?: (run: number, checkpoint: number) => void;
   /** A replica's ctx.external.send(output), synchronously (the output is a decoded copy). */
   onExternalOutput?: (from: ReplicaId, output: Tuple) => void;
   /**
@@ -397,6 +402,7 @@ export class Simulator {
             this.push(this.event(time, Kind.Action, -1, 0, "", 0, action, null));
           },
           toInstance: (task, command) => this.gpcCommand(task, command),
+          onRollback: (run, checkpoint) => this.options.onRollback?.(run, checkpoint),
           replay: (task, records) => this.replay(task, records),
           instances: () =>
             this.replicaList.map((r) => ({
@@ -485,6 +491,19 @@ export class Simulator {
    */
   gpcRun(id: ReplicaId): number {
     return this.replica(id).run;
+  }
+
+  /**
+   * GPC: the stage snapshot a replica saved in checkpoint `checkpoint` (undefined: checkpoint
+   * 0, the initial state, or a stage without state). Throws if the store does not hold it.
+   */
+  gpcSnapshot(id: ReplicaId, checkpoint: number): Tuple | undefined {
+    if (!this.gpc || checkpoint === 0) return undefined;
+    const owner = this.owner(this.replica(id), id.index);
+    const saved = unpackr.unpack(this.store!.get({ owner, id: checkpoint, kind: "base" })) as {
+      state: Uint8Array | undefined;
+    };
+    return saved.state === undefined ? undefined : unpackr.unpack(saved.state);
   }
 
   /** 0 before start, 1 for the first run, +1 on every restart. */

@@ -1,7 +1,7 @@
 /**
  * One simulated run of TARA replicating the ZooKeeper service (src/zk/zk-state-machine.ts):
  * the topology, the network and the faults (faults.ts) of tara-scenario.ts (crashes, restarts and pauses of
- * any replica, the leader included, lost in-flight messages; PDC or LPC), with simulated
+ * any replica, the leader included, lost in-flight messages; PDC, LPC or GPC), with simulated
  * ZooKeeper clients that act like the gateway's front end (src/zk/front-end.ts) and a client
  * behind it: each connection is a TARA client of its own; it sends a connect command, then one
  * requests command at a time holding a few ZooKeeper requests (creates of every mode under a few
@@ -39,6 +39,11 @@
  *    and data, the watches;
  * liveness: after healing every request completes, and no message a connection waits for stays
  *    missing longer than the front end would wait before closing it.
+ *
+ * Under GPC a rollback takes every replica back to a consistent cut: the checkers forget every
+ * application after it (the highest sequence number an executor had executed in the checkpoint
+ * rolled back to) and ignore the stages of older runs still installed until the rollback
+ * reaches them; what clients were sent was released only once covered by a global checkpoint.
  */
 import { createHash } from "node:crypto";
 import { unpack } from "msgpackr";
@@ -297,8 +302,14 @@ class ObservedMachine implements StateMachine {
   private s = -1;
   private i = 0;
   constructor(
+    private readonly executor: number,
     private readonly inner: ZkStateMachine,
-    private readonly onApply: (key: string, command: Uint8Array, applied: Applied) => void,
+    private readonly onApply: (
+      executor: number,
+      key: string,
+      command: Uint8Array,
+      applied: Applied,
+    ) => void,
   ) {}
 
   apply(command: Uint8Array, execution: Execution): Applied {
@@ -307,7 +318,7 @@ class ObservedMachine implements StateMachine {
       this.i = 0;
     }
     const applied = this.inner.apply(command, execution);
-    this.onApply(`${execution.s}:${this.i++}:${execution.c}`, command, applied);
+    this.onApply(this.executor, `${execution.s}:${this.i++}:${execution.c}`, command, applied);
     return applied;
   }
 
@@ -341,10 +352,6 @@ function sameOutput(a: Applied, b: Applied): boolean {
 export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   const { seed, f } = options;
   const mechanism = options.mechanism ?? "pdc";
-  if (mechanism === "gpc") {
-    // Its checkers record every application, rolled back or not (tara-scenario.ts has GPC).
-    throw new RangeError("the ZooKeeper scenario runs pdc or lpc, not gpc (use --service kv)");
-  }
   const lpc = mechanism === "lpc";
   const clientCount = options.clients ?? 5;
   const safetyMs = options.safetyMs ?? 3000;
@@ -367,19 +374,37 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   // in the order is one applied twice: a retry or a stale copy must get the cached reply.
   const outputs = new Map<string, Applied>();
   /** Every command's first application: where, and its reply (the history is made of these). */
-  const appliedAt = new Map<string, { where: string; reply: Uint8Array }>();
-  const sessionsCreated = new Map<number, string>();
-  const produced = new Map<string, { where: string; at: number }>();
+  const appliedAt = new Map<string, { where: string; reply: Uint8Array; s: number }>();
+  const sessionsCreated = new Map<number, { text: string; s: number }>();
+  const produced = new Map<string, { where: string; at: number; s: number }>();
   let appliedTwice = 0;
   let effectiveTwice = 0;
   let harmlessTwice = 0;
   const noteProduced = (c: number, res: Uint8Array, s: number) => {
     const message = unpack(res) as ConnectionMessage;
     if (message.t === "frames" && message.o !== undefined) {
-      produced.set(`${c}:${message.o}`, { where: `s=${s} t=${sim.now.toFixed(1)}`, at: sim.now });
+      const where = `s=${s} t=${sim.now.toFixed(1)}`;
+      produced.set(`${c}:${message.o}`, { where, at: sim.now, s });
     }
   };
-  const onApply = (key: string, command: Uint8Array, applied: Applied) => {
+  // GPC: a rollback forgets every application after its cut (the highest sequence number an
+  // executor had executed in the checkpoint rolled back to), and a stage of an older run, still
+  // installed until the rollback reaches it, is not observed.
+  let run = 0;
+  const onRollback = (attempt: number, checkpoint: number) => {
+    run = attempt;
+    const executed = sim.replicasOf(stages.executor).map((id) => {
+      const snapshot = sim.gpcSnapshot(id, checkpoint);
+      return snapshot === undefined ? 0 : Executor.executedIn(snapshot);
+    });
+    const cut = Math.max(0, ...executed);
+    for (const key of outputs.keys()) if (Number(key.split(":")[0]) > cut) outputs.delete(key);
+    for (const map of [appliedAt, produced, sessionsCreated] as Map<unknown, { s: number }>[]) {
+      for (const [key, value] of map) if (value.s > cut) map.delete(key);
+    }
+  };
+  const onApply = (executor: number, key: string, command: Uint8Array, applied: Applied) => {
+    if (sim.gpcRun({ stage: stages.executor, index: executor }) < run) return;
     const known = outputs.get(key);
     if (known !== undefined) {
       if (!sameOutput(known, applied)) violation(`command ${key} (s:i:c) had different outputs`);
@@ -390,13 +415,13 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     const where = `s=${s} t=${sim.now.toFixed(1)}`;
     const reply = unpack(applied.reply) as ConnectReply | ConnectionMessage;
     if (reply.t === "connected")
-      sessionsCreated.set(reply.z, `connection ${c}'s connect, ${where}`);
+      sessionsCreated.set(reply.z, { text: `connection ${c}'s connect, ${where}`, s });
     else noteProduced(c, applied.reply, s);
     for (const push of applied.pushes ?? []) noteProduced(push.c, push.res, s);
     const key2 = commandKey(c, command);
     const first = appliedAt.get(key2)?.where;
     if (first === undefined) {
-      appliedAt.set(key2, { where, reply: applied.reply });
+      appliedAt.set(key2, { where, reply: applied.reply, s });
       return;
     }
     appliedTwice++;
@@ -426,7 +451,8 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   const topology = taraTopology({
     name: "tara-zk-sim",
     config,
-    createMachine: () => new ObservedMachine(new ZkStateMachine(ZK_CONFIG), onApply),
+    createMachine: (executor) =>
+      new ObservedMachine(executor, new ZkStateMachine(ZK_CONFIG), onApply),
     observer: invariants.onExecuted,
   });
 
@@ -436,6 +462,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
     checkpoints: scenarioCheckpointing(mechanism, seed),
     onRestored: invariants.onRestored,
     onRolledBack: invariants.onRolledBack,
+    onRollback,
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,
@@ -1139,7 +1166,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   // The history against the model; each connection's notifications against the model's.
   const model = checkHistory(history, {
     complete: true,
-    explain: (zxid) => sessionsCreated.get(zxid),
+    explain: (zxid) => sessionsCreated.get(zxid)?.text,
   });
   for (const text of model.violations) violation(`model: ${text}`);
   for (const conn of all) {

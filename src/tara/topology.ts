@@ -30,8 +30,8 @@ export const stages = {
 export interface TaraTopologyOptions {
   name: string;
   config: TaraConfig;
-  /** A fresh replica of the replicated service (one per executor incarnation). */
-  createMachine: () => StateMachine;
+  /** A fresh replica of the replicated service (one per executor incarnation), by executor. */
+  createMachine: (executor: number) => StateMachine;
   /** Real-process I/O: the request sources' and reply sinks' gateway ports. */
   ports?: { source: PortFactory; sink: PortFactory };
   /** Module run as the gateway process of every container. */
@@ -88,7 +88,7 @@ export function taraTopology(options: TaraTopologyOptions): Topology {
           { stage: stages.executor, stream: streams.state, grouping: grouping.direct() },
         ],
       },
-      () => new Executor(config, options.createMachine(), options.observer),
+      (index) => new Executor(config, options.createMachine(index), options.observer),
     )
     .stage(
       stages.replySink,

@@ -18,6 +18,7 @@ import type {
   InstanceState,
   Stage,
   StageContext,
+  Tuple,
 } from "../../platform/api/stage.js";
 import { decodeBatch, digestOf, encodeReplies } from "../batch.js";
 import type { TaraConfig } from "../config.js";
@@ -71,6 +72,11 @@ type SnapshotBody = {
 };
 
 export class Executor implements Stage {
+  /** The highest sequence number executed in a snapshot of an executor (`snapshot()`). */
+  static executedIn(snapshot: Tuple): number {
+    return (unpack((snapshot as ExecutorSnapshot).body) as SnapshotBody).s;
+  }
+
   lastExecuted = 0;
   checkpoint: GroupCheckpoint | null = null;
   /** The checkpoint this executor reports: the latest one, once durable if persisted. */
