@@ -12,10 +12,12 @@
  *
  * Under GPC a rollback takes every replica back to the last global checkpoint, a consistent
  * cut, and the run goes on from there: what was executed, accepted or promised after the cut is
- * forgotten by everyone and may be decided differently. The checks then hold per run (a
- * rollback's attempt), and across runs for every sequence number up to the cut (the highest
- * one a restored executor had executed): those were decided before the cut and stay decided.
- * A stage of an older run still installed while the rollback reaches it is not checked.
+ * forgotten by everyone and may be decided differently. So when a rollback starts, executions
+ * and checkpoints after its cut (the highest sequence number an executor had executed in the
+ * checkpoint rolled back to, `rollbackCut`) are forgotten; those up to it were decided before
+ * the cut and must be decided alike again. Accepts and promises are checked per run (a
+ * rollback's attempt). A stage of an older run still installed until the rollback reaches it
+ * is not checked.
  */
 import type { ReplicaId, Source, Stage } from "../platform/api/stage.js";
 import type { TaraConfig } from "../tara/config.js";
@@ -27,7 +29,7 @@ import {
   type ProposerMessage,
 } from "../tara/messages.js";
 import type { Committer } from "../tara/stages/committer.js";
-import type { Executor } from "../tara/stages/executor.js";
+import { Executor } from "../tara/stages/executor.js";
 import { StableCheckpoints } from "../tara/stages/quorum.js";
 import { stages } from "../tara/topology.js";
 import type { Simulator } from "./simulator.js";
@@ -40,10 +42,16 @@ export interface ReplicaRuns {
   run(id: ReplicaId): number;
 }
 
-/** A value seen at one sequence number, and the run that saw it. */
-interface Seen {
-  d: string;
-  run: number;
+/**
+ * GPC: the cut of a rollback to global checkpoint `checkpoint`: the highest sequence number
+ * any executor had executed in it (read from the simulated store).
+ */
+export function rollbackCut(sim: Simulator, checkpoint: number): number {
+  const executed = sim.replicasOf(stages.executor).map((id) => {
+    const snapshot = sim.gpcSnapshot(id, checkpoint);
+    return snapshot === undefined ? 0 : Executor.executedIn(snapshot);
+  });
+  return Math.max(0, ...executed);
 }
 
 export class TaraInvariants {
@@ -53,12 +61,11 @@ export class TaraInvariants {
   restored = 0;
   /** The highest sequence number any executor executed. */
   maxExecuted = 0;
-  private readonly executedValue = new Map<number, Seen>();
+  private readonly executedValue = new Map<number, string>();
   private readonly acceptedValue = new Map<string, string>();
-  private readonly checkpointDigest = new Map<number, Seen>();
-  /** GPC: the latest run any replica was restored in, and its cut. */
+  private readonly checkpointDigest = new Map<number, string>();
+  /** GPC: the rollback under way or last done: stages of older runs are not checked. */
   private currentRun = 0;
-  private cut = 0;
   private readonly promisedBy = new Map<string, number>();
   /** Per committer (by index, over its incarnations): the latest accept sent per s. */
   private readonly sentAccepts = new Map<number, Map<number, { v: number; d: string }>>();
@@ -84,52 +91,33 @@ export class TaraInvariants {
 
   /** The topology's execution observer. */
   readonly onExecuted = (executor: number, s: number, d: string): void => {
-    const run = this.replicas.run({ stage: stages.executor, index: executor });
-    if (run < this.currentRun) return;
-    const known = this.seen(this.executedValue, s, d, run);
-    if (known !== d) {
-      const where = this.mechanism === "gpc" ? ` (run ${run}, cut ${this.cut})` : "";
-      this.violation(`executor ${executor} executed ${d} at ${s}, another ${known}${where}`);
-    }
+    if (this.replicas.run({ stage: stages.executor, index: executor }) < this.currentRun) return;
+    const known = this.executedValue.get(s);
+    if (known === undefined) this.executedValue.set(s, d);
+    else if (known !== d)
+      this.violation(`executor ${executor} executed ${d} at ${s}, another ${known}`);
     this.maxExecuted = Math.max(this.maxExecuted, s);
   };
 
   /**
-   * GPC: a replica restored in rollback `run` (the simulator's `onRolledBack`). The first one
-   * of a run starts it: executions of later sequence numbers are forgotten.
+   * GPC: the topology manager starts rollback `run`, whose cut is `cut` (`rollbackCut`): the
+   * executions and checkpoints after it are forgotten.
    */
-  readonly onRolledBack = (id: ReplicaId, run: number, stage: Stage | Source): void => {
-    if (run > this.currentRun) {
-      this.currentRun = run;
-      this.cut = 0;
-      this.maxExecuted = 0;
+  readonly onRollback = (run: number, cut: number): void => {
+    this.currentRun = run;
+    for (const values of [this.executedValue, this.checkpointDigest]) {
+      for (const s of values.keys()) if (s > cut) values.delete(s);
     }
-    if (id.stage === stages.executor) {
-      const executed = (stage as Executor).lastExecuted;
-      this.cut = Math.max(this.cut, executed);
-      this.maxExecuted = Math.max(this.maxExecuted, executed);
-    } else if (id.stage === stages.committer) {
-      const key = this.incarnationKey(id);
-      this.promisedBy.set(
-        key,
-        Math.max(this.promisedBy.get(key) ?? 0, (stage as Committer).promised),
-      );
-    }
+    this.maxExecuted = cut;
   };
 
-  /**
-   * Records value d at s seen in `run`; returns the value s must have: d, unless another was
-   * seen at s in this run, or in an earlier one at or below the cut.
-   */
-  private seen(values: Map<number, Seen>, s: number, d: string, run: number): string {
-    const known = values.get(s);
-    if (known === undefined || (known.run < run && s > this.cut)) {
-      values.set(s, { d, run });
-      return d;
-    }
-    known.run = Math.max(known.run, run);
-    return known.d;
-  }
+  /** GPC: a committer restored in rollback `run` is bound by its restored promise from then on. */
+  readonly onRolledBack = (id: ReplicaId, _run: number, stage: Stage | Source): void => {
+    if (id.stage !== stages.committer) return;
+    const key = this.incarnationKey(id);
+    const promised = (stage as Committer).promised;
+    this.promisedBy.set(key, Math.max(this.promisedBy.get(key) ?? 0, promised));
+  };
 
   /** The simulator's `onEmit`. */
   readonly onEmit = (from: ReplicaId, stream: string, tuple: unknown): void => {
@@ -168,9 +156,9 @@ export class TaraInvariants {
       }
     } else if (stream === streams.checkpointed) {
       const { e, s, d } = tuple as Checkpointed;
-      if (this.seen(this.checkpointDigest, s, d, run) !== d) {
-        this.violation(`executor ${e} checkpoint at ${s} differs`);
-      }
+      const known = this.checkpointDigest.get(s);
+      if (known === undefined) this.checkpointDigest.set(s, d);
+      else if (known !== d) this.violation(`executor ${e} checkpoint at ${s} differs`);
       this.trueStable.report(e, s, d, () => undefined);
     }
   };

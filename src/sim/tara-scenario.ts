@@ -38,7 +38,7 @@ import { injectFaults, replicaName } from "./faults.js";
 import { checkLinearizable, type Operation } from "./linearizability.js";
 import { Random } from "./random.js";
 import { Simulator, type SimCheckpointing } from "./simulator.js";
-import { TaraInvariants } from "./tara-invariants.js";
+import { rollbackCut, TaraInvariants } from "./tara-invariants.js";
 
 export const scenarioMechanisms = ["pdc", "lpc", "gpc"] as const;
 export type ScenarioMechanism = (typeof scenarioMechanisms)[number];
@@ -175,6 +175,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     checkpoints: scenarioCheckpointing(mechanism, seed),
     onRestored: invariants.onRestored,
     onRolledBack: invariants.onRolledBack,
+    onRollback: (run, checkpoint) => invariants.onRollback(run, rollbackCut(sim, checkpoint)),
     network: {
       minDelayMs: 0.1,
       maxDelayMs: 3,

@@ -75,7 +75,7 @@ import { ZkStateMachine } from "../zk/zk-state-machine.js";
 import { injectFaults, replicaName } from "./faults.js";
 import { Random } from "./random.js";
 import { Simulator } from "./simulator.js";
-import { TaraInvariants } from "./tara-invariants.js";
+import { rollbackCut, TaraInvariants } from "./tara-invariants.js";
 import { scenarioCheckpointing, simConfig, type ScenarioMechanism } from "./tara-scenario.js";
 import {
   checkHistory,
@@ -393,11 +393,8 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
   let run = 0;
   const onRollback = (attempt: number, checkpoint: number) => {
     run = attempt;
-    const executed = sim.replicasOf(stages.executor).map((id) => {
-      const snapshot = sim.gpcSnapshot(id, checkpoint);
-      return snapshot === undefined ? 0 : Executor.executedIn(snapshot);
-    });
-    const cut = Math.max(0, ...executed);
+    const cut = rollbackCut(sim, checkpoint);
+    invariants.onRollback(attempt, cut);
     for (const key of outputs.keys()) if (Number(key.split(":")[0]) > cut) outputs.delete(key);
     for (const map of [appliedAt, produced, sessionsCreated] as Map<unknown, { s: number }>[]) {
       for (const [key, value] of map) if (value.s > cut) map.delete(key);

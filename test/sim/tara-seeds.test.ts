@@ -43,7 +43,8 @@ const REGRESSIONS: { seed: number; f: number; mechanism: ScenarioMechanism; foun
     found: "InstanceLog's batch-delay timer re-armed for a rounding hair: endless at one instant",
   },
   {
-    seed: 746,
+    // (Found as seeds 746 and 512 while replicas still aligned; these fail the same way now.)
+    seed: 949,
     f: 1,
     mechanism: "gpc",
     found:
@@ -51,7 +52,7 @@ const REGRESSIONS: { seed: number; f: number; mechanism: ScenarioMechanism; foun
       "with it and, after a rollback, served to a trailing peer",
   },
   {
-    seed: 512,
+    seed: 1328,
     f: 1,
     mechanism: "gpc",
     found: "the same (an executor executed a rolled-back value)",
