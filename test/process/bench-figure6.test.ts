@@ -7,12 +7,11 @@
 import { parse as parseCsv } from "csv-parse/sync";
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { describe, it } from "node:test";
 import { analyzeTimeline, gapStats, SCENARIO_IDS } from "../../src/bench/figure6.js";
-import { taraBin } from "./harness.js";
+import { runTara } from "./harness.js";
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -74,15 +73,8 @@ describe("figure6 timeline analysis", () => {
 
 describe("tara bench figure6", () => {
   it("--quick --json kills a replica in every scenario and writes parseable results", () => {
-    const run = spawnSync(process.execPath, [taraBin, "bench", "figure6", "--quick", "--json"], {
-      encoding: "utf8",
-      timeout: 300_000,
-    });
-    assert.equal(run.status, 0, run.stderr);
-    const lines = run.stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const run = runTara(["bench", "figure6", "--quick", "--json"], { timeoutMs: 300_000 });
+    const lines = run.lines;
     assert.ok(
       lines.every((line) => line.bench === "figure6"),
       run.stdout,
@@ -173,16 +165,11 @@ describe("tara bench figure6", () => {
     }
   });
   it("--repeat 2 runs each scenario twice, each run in its own directory, and a median summary", () => {
-    const run = spawnSync(
-      process.execPath,
-      [taraBin, "bench", "figure6", "--quick", "--json", "--repeat", "2", "--scenarios", "leader"],
-      { encoding: "utf8", timeout: 300_000 },
+    const run = runTara(
+      ["bench", "figure6", "--quick", "--json", "--repeat", "2", "--scenarios", "leader"],
+      { timeoutMs: 300_000 },
     );
-    assert.equal(run.status, 0, run.stderr);
-    const lines = run.stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = run.lines;
     const scenarios = lines.filter((line) => line.kind !== "summary");
     assert.deepEqual(
       scenarios.map((s) => [s.run, s.scenario]),

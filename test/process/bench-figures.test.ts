@@ -6,21 +6,18 @@
 import { parse as parseCsv } from "csv-parse/sync";
 import { XMLValidator } from "fast-xml-parser";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { it } from "node:test";
-import { taraBin } from "./harness.js";
+import { runTara } from "./harness.js";
 
 it("tara bench figure4 --repeat 2 writes points, medians, targets, CSV, JSON and plots", () => {
   // Its own working directory: the results directory is created under ./bench-results.
   const cwd = mkdtempSync(join(tmpdir(), "tara-figure4-"));
   try {
-    const run = spawnSync(
-      process.execPath,
+    const run = runTara(
       [
-        taraBin,
         "bench",
         "figure4",
         "--quick",
@@ -38,13 +35,9 @@ it("tara bench figure4 --repeat 2 writes points, medians, targets, CSV, JSON and
         "2",
         "--json",
       ],
-      { cwd, encoding: "utf8", timeout: 240_000 },
+      { cwd, timeoutMs: 240_000 },
     );
-    assert.equal(run.status, 0, run.stderr);
-    const lines = run.stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = run.lines;
     const points = lines.filter((l) => "clients" in l);
     assert.deepEqual(
       points.map((p) => `${p.run} ${p.curveId} ${p.clients}`),

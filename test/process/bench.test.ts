@@ -4,24 +4,18 @@
  * print JSON lines and write their results files. Performance figures are recorded, never asserted, in tests.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { it } from "node:test";
-import { taraBin } from "./harness.js";
+import { runTara } from "./harness.js";
 
 it("tara bench platform --quick --json measures throughput and latency across containers", () => {
-  const run = spawnSync(
-    process.execPath,
-    [taraBin, "bench", "platform", "--quick", "--only", "throughput-cross,latency-cross", "--json"],
-    { encoding: "utf8", timeout: 120_000 },
+  const run = runTara(
+    ["bench", "platform", "--quick", "--only", "throughput-cross,latency-cross", "--json"],
+    { timeoutMs: 120_000 },
   );
-  assert.equal(run.status, 0, run.stderr);
-  const lines = run.stdout
-    .trim()
-    .split("\n")
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const lines = run.lines;
   const byCase = new Map(lines.map((line) => [line.case, line]));
   const throughput = byCase.get("throughput-cross")!;
   assert.ok(Number(throughput.tuplesPerSec) > 0);
@@ -37,10 +31,8 @@ it("tara bench platform --quick --json measures throughput and latency across co
 });
 
 it("tara bench throughput --json runs closed-loop clients against the replicated service", () => {
-  const run = spawnSync(
-    process.execPath,
+  const run = runTara(
     [
-      taraBin,
       "bench",
       "throughput",
       "--clients",
@@ -51,13 +43,9 @@ it("tara bench throughput --json runs closed-loop clients against the replicated
       "0",
       "--json",
     ],
-    { encoding: "utf8", timeout: 120_000 },
+    { timeoutMs: 120_000 },
   );
-  assert.equal(run.status, 0, run.stderr);
-  const points = run.stdout
-    .trim()
-    .split("\n")
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const points = run.lines;
   assert.deepEqual(
     points.map((p) => p.clients),
     [1, 4],
@@ -77,10 +65,8 @@ it("tara bench compare --json drives Tara's ZooKeeper service, ZooKeeper and etc
   // Its own working directory: the results directory is created under ./bench-results.
   const cwd = mkdtempSync(join(tmpdir(), "tara-compare-"));
   try {
-    const run = spawnSync(
-      process.execPath,
+    const run = runTara(
       [
-        taraBin,
         "bench",
         "compare",
         "--clients",
@@ -93,13 +79,9 @@ it("tara bench compare --json drives Tara's ZooKeeper service, ZooKeeper and etc
         "0",
         "--json",
       ],
-      { cwd, encoding: "utf8", timeout: 240_000 },
+      { cwd, timeoutMs: 240_000 },
     );
-    assert.equal(run.status, 0, run.stderr);
-    const lines = run.stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = run.lines;
     const summary = lines.find((line) => "ratios" in line) as {
       ratios: { against: string }[];
       skipped: { target: string; reason: string }[];

@@ -2,7 +2,8 @@
  * Starts a real cluster with the real CLI (`tara start`) in a fresh data directory and talks
  * to its admin surface. Waiting is always for a condition, polled, with a deadline.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +13,24 @@ import type { ContainerStatus, InstanceStatus } from "../../src/platform/tmaster
 
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 export const taraBin = join(root, "bin", "tara.js");
+
+/** Runs `tara <args>` to its end and asserts it succeeded; its output and its JSON lines. */
+export function runTara(
+  args: readonly string[],
+  options: { cwd?: string; timeoutMs: number },
+): { stdout: string; stderr: string; lines: Record<string, unknown>[] } {
+  const run = spawnSync(process.execPath, [taraBin, ...args], {
+    encoding: "utf8",
+    timeout: options.timeoutMs,
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+  });
+  assert.equal(run.status, 0, run.stderr);
+  const lines = run.stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  return { stdout: run.stdout, stderr: run.stderr, lines };
+}
 export const fixture = (name: string) =>
   fileURLToPath(new URL(`../fixtures/${name}.js`, import.meta.url));
 
