@@ -60,7 +60,11 @@ import {
   recoveredInstance,
   type InstanceLogStats,
 } from "../platform/checkpoint/instance-log.js";
-import { GpcReplica, type GpcStats } from "../platform/checkpoint/gpc-replica.js";
+import {
+  decodeGpcCheckpoint,
+  GpcReplica,
+  type GpcStats,
+} from "../platform/checkpoint/gpc-replica.js";
 import { CheckpointChainBroken } from "../platform/checkpoint/store/recovery.js";
 import type { CheckpointOwner } from "../platform/checkpoint/store/store.js";
 import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
@@ -500,10 +504,7 @@ export class Simulator {
   gpcSnapshot(id: ReplicaId, checkpoint: number): Tuple | undefined {
     if (!this.gpc || checkpoint === 0) return undefined;
     const owner = this.owner(this.replica(id), id.index);
-    const saved = unpackr.unpack(this.store!.get({ owner, id: checkpoint, kind: "base" })) as {
-      state: Uint8Array | undefined;
-    };
-    return saved.state === undefined ? undefined : unpackr.unpack(saved.state);
+    return decodeGpcCheckpoint(this.store!.get({ owner, id: checkpoint, kind: "base" })).state;
   }
 
   /** 0 before start, 1 for the first run, +1 on every restart. */

@@ -73,8 +73,6 @@ export class TaraInvariants {
   private readonly sentView = new Map<number, number>();
   private readonly trueStable: StableCheckpoints;
 
-  private readonly lpc: boolean;
-
   /**
    * @param mechanism under PDC a committer's promises bind only its incarnation, under LPC
    *   (restored) every one, under GPC its run
@@ -85,7 +83,6 @@ export class TaraInvariants {
     private readonly violation: (text: string) => void,
     private readonly replicas: ReplicaRuns,
   ) {
-    this.lpc = mechanism === "lpc";
     this.trueStable = new StableCheckpoints(config.f + 1);
   }
 
@@ -140,7 +137,7 @@ export class TaraInvariants {
       if (v < promised) {
         this.violation(`committer ${from.index} accepted view ${v} after promising ${promised}`);
       }
-      if (this.lpc) {
+      if (this.mechanism === "lpc") {
         let sent = this.sentAccepts.get(from.index);
         if (!sent) this.sentAccepts.set(from.index, (sent = new Map()));
         const before = sent.get(s);
@@ -152,7 +149,7 @@ export class TaraInvariants {
       if (vote.t === "promise") {
         const key = this.incarnationKey(from);
         this.promisedBy.set(key, Math.max(this.promisedBy.get(key) ?? 0, vote.v));
-        if (this.lpc) this.noteView(from.index, vote.v);
+        if (this.mechanism === "lpc") this.noteView(from.index, vote.v);
       }
     } else if (stream === streams.checkpointed) {
       const { e, s, d } = tuple as Checkpointed;

@@ -75,10 +75,25 @@ interface Pending {
   readonly startedAt: number;
 }
 
+/** A GPC checkpoint as stored. */
 interface Saved {
   /** The stage's snapshot, encoded. */
   state: Uint8Array | undefined;
   channel: [number, number, Tuple][];
+}
+
+/** A replica's GPC checkpoint: its stage's snapshot and what it recorded on its inputs. */
+export interface GpcCheckpoint {
+  readonly state: Tuple | undefined;
+  readonly channel: readonly Delivery[];
+}
+
+export function decodeGpcCheckpoint(data: Uint8Array): GpcCheckpoint {
+  const saved = unpack(data) as Saved;
+  return {
+    state: saved.state === undefined ? undefined : unpack(saved.state),
+    channel: saved.channel.map(([src, stream, tuple]) => ({ src, stream, tuple })),
+  };
 }
 
 export interface GpcStats {
@@ -224,7 +239,7 @@ export class GpcReplica {
       (result) => {
         if (this.attempt !== r) return; // a newer attempt took over
         if (!(result instanceof Error) && result.base?.id === g) {
-          return this.restored(r, g, unpack(result.base.data) as Saved, started);
+          return this.restored(r, g, decodeGpcCheckpoint(result.base.data), started);
         }
         if (result instanceof Error) {
           this.host.log.warn({ event: "restore-stalled", reason: result.message });
@@ -239,13 +254,17 @@ export class GpcReplica {
     );
   }
 
-  private restored(r: number, g: number, saved: Saved | undefined, started: number): void {
+  private restored(
+    r: number,
+    g: number,
+    checkpoint: GpcCheckpoint | undefined,
+    started: number,
+  ): void {
     this.epoch = g;
     this.stale = false;
-    this.host.restart(saved?.state === undefined ? undefined : unpack(saved.state));
+    this.host.restart(checkpoint?.state);
     // What was in flight on back edges at the cut reaches the restored stage first.
-    for (const [src, stream, tuple] of saved?.channel ?? [])
-      this.host.deliver({ src, stream, tuple });
+    for (const delivery of checkpoint?.channel ?? []) this.host.deliver(delivery);
     this.restoring = undefined;
     const early = this.early;
     this.early = [];
