@@ -314,6 +314,12 @@ interface Victim {
   kill: { replica: string } | { container: number };
 }
 
+/** The container a replica runs in; a bench never moves one, so it is never between two. */
+function hostOf(i: InstanceStatus): number {
+  if (i.container === null) throw new Error(`${i.stage}:${i.index} is moving between containers`);
+  return i.container;
+}
+
 function findLeader(status: ClusterStatus): {
   name: string;
   fromStatus: boolean;
@@ -324,7 +330,7 @@ function findLeader(status: ClusterStatus): {
   // Proposer leaderOf(0) leads view 0 until a view change (src/tara/stages/proposer.ts).
   const leader = reported ?? proposers.find((p) => p.index === leaderOf(0, proposers.length));
   if (!leader) throw new Error("the status lists no proposer");
-  return { name: `proposer:${leader.index}`, fromStatus: !!reported, container: leader.container };
+  return { name: `proposer:${leader.index}`, fromStatus: !!reported, container: hostOf(leader) };
 }
 
 function chooseVictim(
@@ -339,12 +345,12 @@ function chooseVictim(
   // committer:1 unless it shares the leader's container: then the first one that does not.
   const committer =
     [committers.find((c) => c.index === 1), ...committers].find(
-      (c) => c !== undefined && c.container !== leaderContainer,
+      (c) => c !== undefined && hostOf(c) !== leaderContainer,
     ) ?? committers[0];
   if (!committer) throw new Error("the status lists no committer");
   const one = (i: InstanceStatus): Victim => ({
     name: `${i.stage}:${i.index}`,
-    container: i.container,
+    container: hostOf(i),
     instances: [{ stage: i.stage, index: i.index, incarnation: i.incarnation }],
     kill: { replica: `${i.stage}:${i.index}` },
   });
@@ -359,7 +365,7 @@ function chooseVictim(
       return one(instance);
     }
     case "container": {
-      const container = options.container ?? committer.container;
+      const container = options.container ?? hostOf(committer);
       return {
         name: `container ${container}`,
         container,

@@ -201,7 +201,7 @@ export async function main(argv: string[]): Promise<void> {
       for (const i of status.instances) {
         instances.push([
           `${i.stage}:${i.index}`,
-          i.container,
+          i.move ? `${i.move.from}→${i.move.to}` : i.container,
           i.pid ?? "-",
           i.state,
           i.incarnation,
@@ -233,6 +233,33 @@ export async function main(argv: string[]): Promise<void> {
         body,
       )) as { killed: number[] };
       console.log(`killed pids ${result.killed.join(", ") || "(none)"}`);
+    });
+
+  program
+    .command("move")
+    .description(
+      "move a replica (<stage>:<index>) to another container: the container it leaves stops it, " +
+        "then the new one starts it, and it recovers from its checkpoints",
+    )
+    .argument("<replica>", "replica to move, e.g. committer:2")
+    .addOption(
+      new Option("--to <container>", "the container to run it in")
+        .argParser(integer(0, 255))
+        .makeOptionMandatory(),
+    )
+    .option(
+      "--force",
+      "the container it leaves is gone with all its processes (allowed only while it is down)",
+      false,
+    )
+    .addOption(dataDir())
+    .action(async (replica: string, options) => {
+      const result = (await adminRequest(readClusterFile(options.dataDir), "POST", "/move", {
+        replica,
+        to: options.to,
+        force: options.force,
+      })) as { from: number; to: number };
+      console.log(`moving ${replica} from container ${result.from} to container ${result.to}`);
     });
 
   registerBench(program);

@@ -411,6 +411,7 @@ export class Simulator {
           instances: () =>
             this.replicaList.map((r) => ({
               task: r.task,
+              container: this.plan.tasks[r.task]!.container,
               state: r.alive ? ("running" as const) : ("dead" as const),
               incarnation: r.incarnation,
             })),

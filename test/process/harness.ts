@@ -3,14 +3,16 @@
  * to its admin surface. Waiting is always for a condition, polled, with a deadline.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { ClusterFile } from "../../src/platform/runtime/launcher.js";
 import type { ContainerStatus, InstanceStatus } from "../../src/platform/tmaster/plan-tracker.js";
 
+const execFileAsync = promisify(execFile);
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 export const taraBin = join(root, "bin", "tara.js");
 
@@ -127,6 +129,16 @@ export class TestCluster {
     const body = (await response.json()) as { killed: number[]; error?: string };
     if (!response.ok) throw new Error(body.error);
     return body.killed;
+  }
+
+  /** `tara move <replica> --to <container>`, run as a user would; its output. */
+  async move(replica: string, to: number): Promise<string> {
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      [taraBin, "move", replica, "--to", String(to), "--data-dir", this.dataDir],
+      { timeout: 10_000 },
+    );
+    return stdout;
   }
 
   /** Every pid the cluster reports: tmaster, supervisors, stream managers, instances. */

@@ -147,7 +147,7 @@ function ckptmgrOf(cluster: TestCluster, container: number): { pid: number; port
 describe("LPC on real processes", () => {
   it("LPC-CM: checkpoints through the checkpoint manager survive instance and manager loss", async () => {
     const cluster = await start("lpc-cm");
-    const container = (await counter(cluster)).instance.container;
+    const container = (await counter(cluster)).instance.container!;
     await killAndRecoverCounter(cluster);
 
     // The writes went through this container's checkpoint manager.

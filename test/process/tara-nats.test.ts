@@ -3,11 +3,12 @@
  * (`--checkpoint-store nats://...`): under LPC-CS with instance checkpoints a committer is
  * SIGKILLed and recovers its state from NATS (then progress needs its vote), and an executor
  * loads its group checkpoint from NATS; under GPC a committer's crash rolls the topology back
- * to a global checkpoint held in NATS. Every acknowledged request is applied exactly once.
+ * to a global checkpoint held in NATS; under LPC-CM a committer moves to another container
+ * (`tara move`) and recovers there from NATS. Every acknowledged request is applied exactly once.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { TestCluster, waitFor } from "./harness.js";
+import { isAlive, TestCluster, waitFor } from "./harness.js";
 import { abortLoads, connectClients, progress, startLoad, stopAndCheck } from "./kv-load.js";
 import { NatsServer } from "./nats-server.js";
 
@@ -80,6 +81,44 @@ describe("checkpoints in NATS JetStream", () => {
       (group.loaded ?? 0) >= 100,
       `the executor loaded a group checkpoint from NATS; its log:\n${loadLog.join("\n")}`,
     );
+    await finish(cluster);
+  });
+
+  it("LPC-CM: a committer moved to another container recovers its state there", async () => {
+    // Four containers: the fourth runs nothing but its gateway until the committer moves in.
+    const cluster = await start("move", [
+      "--mechanism",
+      "lpc-cm",
+      "--instance-checkpoints",
+      "--containers",
+      "4",
+    ]);
+    const load = startLoad(await connectClients(cluster, 8));
+    await progress(load, "before the move", 200);
+    const before = await cluster.instance("committer", 2);
+    assert.equal(before.container, 2);
+    assert.match(await cluster.move("committer:2", 3), /from container 2 to container 3/);
+    // `restored`: it got its state back from its instance checkpoint (else it would not vote).
+    const moved = await waitFor("committer:2 restored in container 3", async () => {
+      const committer = await cluster.instance("committer", 2);
+      return committer.container === 3 && committer.status.restored === true && committer;
+    });
+    assert.ok(!isAlive(before.pid!), "its process in container 2 is gone");
+    assert.ok(moved.incarnation > before.incarnation, "a higher incarnation than it had");
+    assert.ok(
+      cluster.logLines("supervisor-2").some((l) => l.event === "moved-away"),
+      "container 2 stopped it",
+    );
+    assert.ok(
+      cluster
+        .logLines("ckptmgr-3")
+        .some((l) => l.event === "owner-served" && String(l.owner).includes("committer")),
+      "container 3's checkpoint manager served its checkpoints",
+    );
+    // Progress now needs the moved committer's vote.
+    await cluster.kill({ replica: "committer:1" });
+    await progress(load, "with the moved committer's votes needed");
+    await stopAndCheck(cluster, load, 0);
     await finish(cluster);
   });
 

@@ -68,6 +68,7 @@ const validHeartbeat = {
   routed: 10,
   dropped: 0,
   stats,
+  hosting: { version: 3, tasks: [0] },
 };
 const validStmgr = {
   t: "stmgr",
@@ -224,7 +225,7 @@ describe("messageParser: control messages", () => {
       version: 4,
       started: false,
       stmgrs: [{ container: 0, host: "h", port: 1 }],
-      instances: [{ task: 0, state: "dead", incarnation: 3 }],
+      instances: [{ task: 0, container: null, state: "dead", incarnation: 3 }],
     }) as { t: string; version: number };
     assert.equal(plan.t, "plan");
     assert.equal(plan.version, 4);

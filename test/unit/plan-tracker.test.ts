@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { beforeEach, describe, it } from "node:test";
 import { TopologyBuilder, grouping } from "../../src/platform/api/topology.js";
 import { pack } from "../../src/platform/plan/physical-plan.js";
-import { PlanTracker } from "../../src/platform/tmaster/plan-tracker.js";
+import {
+  MoveError,
+  PlanTracker,
+  type PlacementState,
+} from "../../src/platform/tmaster/plan-tracker.js";
 import type {
   Heartbeat,
   InstanceReport,
@@ -59,6 +63,7 @@ function heartbeat(instances: InstanceReport[], overrides: Partial<Heartbeat> = 
     routed: 100,
     dropped: 1,
     stats,
+    hosting: null,
     ...overrides,
   };
 }
@@ -327,5 +332,97 @@ describe("PlanTracker", () => {
     tracker.register(registration(1, 600), 20);
     assert.deepEqual(sortedPids(1), [401, 600]);
     assert.deepEqual(new PlanTracker(plan, TIMEOUT_MS).containerPids(0), []);
+  });
+});
+
+describe("PlanTracker moves", () => {
+  /** The same topology on three containers: container 2 hosts nothing. */
+  const spare = pack(plan.topology, { containers: 3 });
+  let tracker: PlanTracker;
+  let persisted: PlacementState[];
+
+  const placed = (update: PlanUpdate | undefined) => update?.instances.map((i) => i.container);
+  /** Container `c` reports its instances and what its supervisor runs after plan `version`. */
+  function report(c: number, tasks: number[], version: number, incarnation = 1): void {
+    tracker.heartbeat(
+      c,
+      heartbeat(
+        tasks.map((t) => instance(t, { incarnation })),
+        { hosting: { version, tasks } },
+      ),
+      0,
+    );
+  }
+
+  beforeEach(() => {
+    persisted = [];
+    tracker = new PlanTracker(spare, TIMEOUT_MS, { persist: (s) => persisted.push(s) });
+    for (const c of [0, 1, 2]) tracker.register(registration(c), 0);
+    report(0, [0, 2], 0, 3);
+    report(1, [1, 3], 0);
+    report(2, [], 0);
+    assert.deepEqual(placed(tracker.planUpdate()), [0, 1, 0, 1]);
+  });
+
+  it("places a task nowhere until the container it leaves stopped it, then in the new one", () => {
+    tracker.move(2, 2);
+    const released = tracker.planUpdate()!;
+    assert.deepEqual(placed(released), [0, 1, null, 1]);
+    assert.equal(released.instances[2]!.state, "dead", "nothing routes to it meanwhile");
+    assert.deepEqual(byTask(tracker, 2).move, { from: 0, to: 2 });
+    assert.equal(persisted.at(-1)!.moves[0]!.version, released.version, "its release persisted");
+
+    report(0, [0, 2], released.version - 1, 3); // acted on an older plan: still runs it
+    report(0, [0, 2], released.version, 3); // acted on this plan: still stopping it
+    assert.equal(tracker.planUpdate(), undefined, "still moving");
+
+    report(0, [0], released.version, 3);
+    const placedAgain = tracker.planUpdate()!;
+    assert.deepEqual(placed(placedAgain), [0, 1, 2, 1]);
+    assert.equal(placedAgain.instances[2]!.incarnation, 3, "its highest incarnation goes along");
+    assert.deepEqual(tracker.moves(), []);
+    assert.equal(byTask(tracker, 2).move, null);
+    assert.deepEqual(persisted.at(-1)!.placement, [0, 1, 2, 1]);
+  });
+
+  it("refuses moves that would break the packing or cannot be done", () => {
+    const refused = (task: number, to: number, status: number, pattern: RegExp, force = false) =>
+      assert.throws(
+        () => tracker.move(task, to, force),
+        (error: unknown) =>
+          error instanceof MoveError && error.status === status && pattern.test(error.message),
+      );
+    refused(9, 2, 404, /no task 9/);
+    refused(2, 3, 404, /no container 3/);
+    refused(2, 0, 409, /already runs in container 0/);
+    refused(2, 1, 409, /container 1 already has work:1/);
+    refused(2, 2, 409, /container 0 is up/, true);
+    tracker.move(2, 2);
+    refused(2, 1, 409, /already moving/);
+    refused(3, 2, 409, /container 2 already has work:0/);
+    const gpc = new PlanTracker(spare, TIMEOUT_MS, { movesRefused: "not under GPC" });
+    assert.throws(() => gpc.move(2, 2), /not under GPC/);
+    const colocated = new PlanTracker(spare, TIMEOUT_MS, { allowColocation: true });
+    assert.equal(colocated.move(2, 1).to, 1);
+  });
+
+  it("moves at once, when forced, a task whose container is down", () => {
+    tracker.disconnected(0);
+    tracker.move(2, 2, true);
+    assert.deepEqual(placed(tracker.planUpdate()), [0, 1, 2, 1]);
+    assert.equal(tracker.planUpdate(), undefined);
+  });
+
+  it("a new topology manager keeps the placements and moves, with higher plan versions", () => {
+    tracker.move(2, 2);
+    const released = tracker.planUpdate()!;
+    const next = new PlanTracker(spare, TIMEOUT_MS, { persisted: persisted.at(-1)! });
+    const first = next.currentPlan();
+    assert.ok(first.version > released.version, "versions of a later epoch are higher");
+    assert.deepEqual(
+      placed(first),
+      [null, null, null, null].map((_, t) => (t === 2 ? null : t % 2)),
+    );
+    assert.deepEqual(next.moves(), [{ task: 2, from: 0, to: 2, version: released.version }]);
   });
 });

@@ -403,26 +403,47 @@ describe("Router (container 0)", () => {
     assert.equal(router.routed, 1);
   });
 
-  it("rejects a forward to tasks that are not local, or not consumers", () => {
-    assert.throws(() => router.fromPeer(forward(1, S, [3])), invalid(/forward of 1\/0 to task 3/));
-    assert.throws(() => router.fromPeer(forward(1, S, [6])), invalid(/task 6, not here/));
-    assert.throws(() => router.fromPeer(forward(1, S, [8])), invalid(/task 8, not here/));
-    assert.throws(() => router.fromPeer(forward(1, S, [99])), invalid(/task 99, not here/));
-    assert.throws(() => router.fromPeer(forward(1, 3, [5])), invalid(/forward of 1\/3 to task 5/));
+  it("rejects a forward to tasks that are not consumers of its stream", () => {
     assert.throws(
-      () => router.fromPeer(forward(1, OTHER, [5])),
-      invalid(/forward of 1\/1 to task 5/),
+      () => router.fromPeer(forward(1, S, [8])),
+      invalid(/task 8 does not consume stream 0 of task 1/),
     );
-    assert.throws(() => router.fromPeer(forward(3, X, [2])), invalid(/forward of 3\/0 to task 2/));
-    assert.throws(() => router.fromPeer(forward(99, S, [2])), invalid(/forward of 99\/0/));
+    assert.throws(() => router.fromPeer(forward(1, S, [99])), invalid(/task 99 does not consume/));
+    assert.throws(() => router.fromPeer(forward(1, 3, [5])), invalid(/stream 3 of task 1/));
+    assert.throws(() => router.fromPeer(forward(1, OTHER, [5])), invalid(/stream 1 of task 1/));
+    assert.throws(() => router.fromPeer(forward(3, X, [2])), invalid(/stream 0 of task 3/));
+    assert.throws(() => router.fromPeer(forward(99, S, [2])), invalid(/stream 0 of task 99/));
     assert.throws(() => router.fromPeer(forward(1, S, [])), isWireError("FRAME_MALFORMED"));
     assert.ok(nothingSent(), "a rejected forward delivers nothing");
     assert.equal(router.routed + router.dropped, 0);
   });
 
-  it("rejects a forward with a non-local destination before delivering it anywhere", () => {
-    assert.throws(() => router.fromPeer(forward(1, S, [2, 3])), invalid(/task 3, not here/));
+  it("drops and counts a forward to a consumer that is not here (sent by an older plan)", () => {
+    router.fromPeer(forward(1, S, [3]));
+    router.fromPeer(forward(1, S, [2, 6]));
+    assert.deepEqual(delivered(2), [deliverRecord(1, S, 2, payload)]);
+    assert.equal(router.dropped, 2);
+    assert.equal(router.routed, 1);
+  });
+
+  it("rejects a forward with a non-consumer destination before delivering it anywhere", () => {
+    assert.throws(() => router.fromPeer(forward(1, S, [2, 8])), invalid(/task 8 does not/));
     assert.deepEqual(delivered(2), [], "a rejected record delivers nothing");
+  });
+
+  it("routes by the placements of the latest plan", () => {
+    router.remoteRunning = new Set([3]);
+    router.place([{ task: 3, container: 0 }]);
+    local.set(3, new RecordingOutlet());
+    router.local.set(3, local.get(3)!);
+    router.fromInstance(0, emit(0, S, [3]));
+    assert.deepEqual(delivered(3), [deliverRecord(0, S, 3, payload)], "moved here: local");
+    router.place([{ task: 3, container: null }]);
+    router.fromInstance(0, emit(0, S, [3]));
+    assert.equal(router.dropped, 1, "moving: nowhere to go");
+    router.place([{ task: 3, container: 2 }]);
+    router.fromInstance(0, emit(0, S, [3]));
+    assert.deepEqual(forwarded(2), [forwardRecord(0, S, [3], payload)], "moved on: to its peer");
   });
 
   /** The input bytes of each record of `bytes` (a batch as read off the wire). */
@@ -591,10 +612,10 @@ describe("Router (container 0)", () => {
       forwardRecord(1, S, [2], Buffer.from("b")),
       forwardRecord(1, S, [2, 5], Buffer.from("c")),
       forwardRecord(1, S, [5], Buffer.from("d")),
-      forwardRecord(1, S, [2, 5, 3], Buffer.from("bad")), // 3 is not local
+      forwardRecord(1, S, [2, 5, 8], Buffer.from("bad")), // 8 does not consume s
       forwardRecord(1, S, [2], Buffer.from("after")),
     ];
-    assert.throws(() => router.fromPeer(forwards(...records)), invalid(/task 3, not here/));
+    assert.throws(() => router.fromPeer(forwards(...records)), invalid(/task 8 does not/));
     allQueued();
     assert.deepEqual(
       delivered(2),
@@ -813,7 +834,8 @@ describe("Router (container 1)", () => {
     router.fromInstance(1, emit(1, S, [3, 2, 5]));
     assert.deepEqual(mine.records(DELIVER), [deliverRecord(1, S, 3, payload)]);
     assert.deepEqual(peer0.records(FORWARD), [forwardRecord(1, S, [2, 5], payload)]);
-    assert.throws(() => router.fromPeer(forward(0, S, [2])), invalid(/task 2, not here/));
+    router.fromPeer(forward(0, S, [2])); // not here: dropped
+    assert.equal(router.dropped, 1);
     router.fromPeer(forward(0, S, [3]));
     assert.deepEqual(mine.records(DELIVER), [
       deliverRecord(1, S, 3, payload),

@@ -88,7 +88,7 @@ const executor = new Executor({
     host: cluster.host,
     runDir: runDirOf(cluster),
     secret: Buffer.from(cluster.secret, "hex"),
-    container: placement.container,
+    container: config.container!,
     containers: cluster.containers,
     log,
   },

@@ -19,13 +19,22 @@ const entryPoints: Record<Exclude<ProcessKind, "gateway">, URL> = {
   instance: new URL("../instance/main.js", import.meta.url),
 };
 
-/** Messages a child sends its parent over IPC. */
-export type ChildMessage = { t: "ready"; port?: number; adminPort?: number };
+/**
+ * Messages a child sends its parent over IPC: that it is ready; from a stream manager, the
+ * tasks plan `version` places in its container (with the highest incarnation each had).
+ */
+export type ChildMessage =
+  ReadyMessage | { t: "host"; version: number; tasks: { task: number; incarnation: number }[] };
+export type ReadyMessage = { t: "ready"; port?: number; adminPort?: number };
 /**
  * Messages a parent sends a child over IPC: to instances, where their stream manager now
- * listens; to a stream manager, where its container's checkpoint manager does.
+ * listens; to a stream manager, where its container's checkpoint manager does, and which
+ * tasks the supervisor runs, having acted on plan `version`.
  */
-export type ParentMessage = { t: "stmgr-port"; port: number } | { t: "ckptmgr-port"; port: number };
+export type ParentMessage =
+  | { t: "stmgr-port"; port: number }
+  | { t: "ckptmgr-port"; port: number }
+  | { t: "hosting"; version: number; tasks: number[] };
 
 /** Forks a platform process; `module` (a file: href) is required for, and only for, a gateway. */
 export function forkChild(kind: ProcessKind, config: ProcessConfig, module?: string): ChildProcess {
@@ -39,7 +48,7 @@ export function forkChild(kind: ProcessKind, config: ProcessConfig, module?: str
 }
 
 /** Resolves with the child's ready message, rejects if it exits first. */
-export function whenReady(child: ChildProcess): Promise<ChildMessage> {
+export function whenReady(child: ChildProcess): Promise<ReadyMessage> {
   return new Promise((resolve, reject) => {
     const onMessage = (message: ChildMessage) => {
       if (message?.t !== "ready") return;
@@ -57,7 +66,7 @@ export function whenReady(child: ChildProcess): Promise<ChildMessage> {
 }
 
 /** In a child: announce readiness to the parent. */
-export function announceReady(message: Omit<ChildMessage, "t">): void {
+export function announceReady(message: Omit<ReadyMessage, "t">): void {
   process.send?.({ t: "ready", ...message });
 }
 

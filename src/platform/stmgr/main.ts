@@ -4,8 +4,13 @@
  * throttles the container's sources when any link backs up anywhere, and reports the
  * container to the topology manager every heartbeat and at once on any instance change.
  */
-import { replicaName, tasksIn } from "../plan/physical-plan.js";
-import { announceReady, exitWithParent, type ParentMessage } from "../runtime/child.js";
+import { replicaName } from "../plan/physical-plan.js";
+import {
+  announceReady,
+  exitWithParent,
+  type ChildMessage,
+  type ParentMessage,
+} from "../runtime/child.js";
 import {
   logDirOf,
   mechanismOf,
@@ -86,6 +91,10 @@ const instances = new Map<number, LocalInstance>();
 /** Local instances registered but not yet told to start. */
 const awaitingStart = new Set<LocalInstance>();
 let latestPlan: PlanUpdate | undefined;
+/** The tasks the latest plan places here; none before the first plan. */
+let hosted = new Set<number>();
+/** What the supervisor last said it runs (ParentMessage "hosting"). */
+let hosting: { version: number; tasks: number[] } | null = null;
 /** Last known incarnation of local tasks, for the report of a dead one. */
 const lastIncarnation = new Map<number, number>();
 const peerLinks = new Map<number, ClientLink<never>>();
@@ -97,8 +106,8 @@ let ckptmgrLink: ClientLink<CkptReply> | undefined;
 const relay = new CheckpointRelay(
   `${plan.topology.name}.${cluster.run}`,
   log,
-  tasksIn(plan, container).some((t) =>
-    usesCheckpointManager(mechanismOf(cluster.checkpoints, t.stage)),
+  plan.topology.stages.some((stage) =>
+    usesCheckpointManager(mechanismOf(cluster.checkpoints, stage.name)),
   ),
 );
 
@@ -175,14 +184,12 @@ function acceptInstance(connection: Connection<InstanceMessage>, name: string): 
       switch (message.t) {
         case "register": {
           const placement = plan.tasks[message.task];
-          if (
-            self ||
-            !placement ||
-            placement.container !== container ||
-            replicaName(placement) !== name
-          ) {
+          if (self || !placement || replicaName(placement) !== name) {
             return connection.close(`bad registration for task ${message.task}`);
           }
+          // Before the first plan too: the supervisor only starts what a plan placed here.
+          if (!hosted.has(message.task))
+            return connection.close(`${name} does not run in container ${container} now`);
           instances.get(message.task)?.connection.close("replaced by a new incarnation");
           self = {
             task: message.task,
@@ -375,11 +382,27 @@ function startInstances(): void {
 
 function applyPlan(update: PlanUpdate): void {
   latestPlan = update;
+  router.place(update.instances);
   router.remoteRunning = new Set(
     update.instances
-      .filter((i) => i.state === "running" && plan.tasks[i.task]?.container !== container)
+      .filter((i) => i.state === "running" && i.container !== container)
       .map((i) => i.task),
   );
+  const here = update.instances.filter((i) => i.container === container);
+  const nowHosted = new Set(here.map((i) => i.task));
+  const changed = nowHosted.size !== hosted.size || here.some((i) => !hosted.has(i.task));
+  hosted = nowHosted;
+  for (const instance of instances.values()) {
+    if (!hosted.has(instance.task)) instance.connection.close("moved to another container");
+  }
+  // The supervisor starts and stops instances by this; the first plan tells a new one.
+  if (changed || hosting === null) {
+    process.send?.({
+      t: "host",
+      version: update.version,
+      tasks: here.map((i) => ({ task: i.task, incarnation: i.incarnation })),
+    } satisfies ChildMessage);
+  }
   for (const endpoint of update.stmgrs) {
     if (endpoint.container === container) continue;
     const address = { host: endpoint.host, port: endpoint.port };
@@ -450,6 +473,10 @@ function connectCkptmgr(ckptmgrPort: number): void {
 
 process.on("message", (message: ParentMessage) => {
   if (message.t === "ckptmgr-port") connectCkptmgr(message.port);
+  if (message.t === "hosting") {
+    hosting = { version: message.version, tasks: message.tasks };
+    sendHeartbeat();
+  }
 });
 
 const tmaster = new ClientLink<PlanUpdate | GpcCommand>(
@@ -492,7 +519,7 @@ function isSilent(instance: LocalInstance): boolean {
 
 function instanceReports(): InstanceReport[] {
   return plan.tasks
-    .filter((t) => t.container === container)
+    .filter((t) => hosted.has(t.task))
     .map((t) => {
       const instance = instances.get(t.task);
       const report = instance?.report;
@@ -525,6 +552,7 @@ function sendHeartbeat(): void {
     routed: router.routed,
     dropped: router.dropped,
     stats: processStats(),
+    hosting,
   });
 }
 

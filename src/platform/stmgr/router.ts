@@ -33,6 +33,7 @@ export class Router {
   routed = 0;
   /** allowed[task][stream index]: the tasks that consume that stream of that task. */
   private readonly allowed: Set<number>[][];
+  /** Where each task runs now; -1: nowhere (it moves). */
   private readonly containerOf: number[];
   private readonly touched = new Set<Outlet>();
   /** Scratch: destinations of the current tuple per remote container. */
@@ -66,6 +67,11 @@ export class Router {
       // The marker stream (GPC) reaches every downstream task.
       return markers ? [...declared, new Set(downstreamTasks(plan, t.stage))] : declared;
     });
+  }
+
+  /** Takes the placements of a plan. */
+  place(instances: readonly { task: number; container: number | null }[]): void {
+    for (const i of instances) this.containerOf[i.task] = i.container ?? -1;
   }
 
   /**
@@ -102,7 +108,11 @@ export class Router {
     }
   }
 
-  /** The records of a FORWARD frame from a peer, for our local tasks. */
+  /**
+   * The records of a FORWARD frame from a peer, for our local tasks. One for a task that is not
+   * here (it just moved away, and the peer routed by an older plan) is dropped like one for a
+   * task that is down.
+   */
   fromPeer(records: Buffer): void {
     const reader = new TupleReader(records);
     try {
@@ -110,10 +120,10 @@ export class Router {
         const allowed = this.allowed[reader.srcTask]?.[reader.stream];
         for (let i = 0; i < reader.destCount; i++) {
           const dest = reader.dest(i);
-          if (!allowed?.has(dest) || this.containerOf[dest] !== this.container) {
+          if (!allowed?.has(dest)) {
             throw new WireError(
               "FRAME_INVALID",
-              `forward of ${reader.srcTask}/${reader.stream} to task ${dest}, not here`,
+              `task ${dest} does not consume stream ${reader.stream} of task ${reader.srcTask}`,
             );
           }
         }

@@ -1,14 +1,17 @@
 /**
  * Container supervisor: starts the container's gateway (if the topology names one), checkpoint
- * manager (if one of its stages checkpoints with LPC-CM), stream manager and instances, and
- * restarts any of them the moment it dies. A restarted instance keeps its identity (stage,
+ * manager (if a stage checkpoints with LPC-CM), stream manager and instances, and restarts any
+ * of them the moment it dies. It runs the instances that the topology manager's plan places in
+ * its container, as its stream manager passes them on: it starts a task placed here and stops
+ * one moved away, then says which it runs. A restarted instance keeps its identity (stage,
  * index) and gets the next incarnation number; incarnations are persisted before the start, so
- * they keep growing across restarts of the whole container.
+ * they keep growing across restarts of the whole container, and a task that moved here starts
+ * above the highest incarnation it had anywhere.
  */
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { replicaName, tasksIn } from "../plan/physical-plan.js";
+import { replicaName } from "../plan/physical-plan.js";
 import {
   announceReady,
   exitWithParent,
@@ -16,6 +19,7 @@ import {
   stopChild,
   whenReady,
   type ChildMessage,
+  type ReadyMessage,
   type ParentMessage,
   supervise,
 } from "../runtime/child.js";
@@ -38,7 +42,12 @@ const plan = await loadPlan(cluster);
 const log = createLogger(`supervisor-${container}`, logDirOf(cluster), { container });
 const incarnationsFile = join(runDirOf(cluster), `container-${container}-incarnations.json`);
 const incarnations = readIncarnations();
+/** The instances this container runs, by task: started, or stopping after a move. */
 const instances = new Map<number, ChildProcess>();
+/** The tasks the latest plan places here. */
+const hosted = new Set<number>();
+/** The version of the latest plan acted on. */
+let hostVersion = -1;
 let stmgr: ChildProcess | undefined;
 let gateway: ChildProcess | undefined;
 let stmgrPort = 0;
@@ -80,11 +89,51 @@ function startInstance(task: number): ChildProcess {
   return child;
 }
 
+/** Starts the tasks the plan places here and stops those it moved away, then says so. */
+function host(version: number, tasks: { task: number; incarnation: number }[]): void {
+  hostVersion = Math.max(hostVersion, version);
+  const wanted = new Set(tasks.map((t) => t.task));
+  const leaving = [...hosted].filter((task) => !wanted.has(task));
+  for (const task of leaving) hosted.delete(task);
+  for (const { task, incarnation } of tasks) {
+    if (hosted.has(task)) continue;
+    hosted.add(task);
+    const name = replicaName(plan.tasks[task]!);
+    incarnations[name] = Math.max(incarnations[name] ?? 0, incarnation);
+    supervise(name, () => startInstance(task), {
+      log,
+      stopping: () => stopping || !hosted.has(task),
+      onStarted: (child) => instances.set(task, child),
+    });
+  }
+  reportHosting();
+  for (const task of leaving) {
+    const child = instances.get(task);
+    log.info({ event: "moved-away", instance: replicaName(plan.tasks[task]!) }, "stopping");
+    void (child ? stopChild(child) : Promise.resolve()).then(() => {
+      if (!hosted.has(task)) instances.delete(task);
+      reportHosting();
+    });
+  }
+}
+
+function reportHosting(): void {
+  if (!stmgr?.connected) return;
+  stmgr.send({
+    t: "hosting",
+    version: hostVersion,
+    tasks: [...instances.keys()],
+  } satisfies ParentMessage);
+}
+
 function startStmgr(): ChildProcess {
   const child = forkChild("stmgr", { cluster, container });
   log.info({ event: "spawned", process: "stmgr", pid: child.pid }, "stream manager started");
+  child.on("message", (message: ChildMessage) => {
+    if (message.t === "host") host(message.version, message.tasks);
+  });
   whenReady(child).then(
-    (ready: ChildMessage) => {
+    (ready: ReadyMessage) => {
       stmgrPort = ready.port!;
       readyStmgr = child;
       tellCkptmgrPort();
@@ -101,7 +150,7 @@ function startCkptmgr(): ChildProcess {
   const child = forkChild("ckptmgr", { cluster, container });
   log.info({ event: "spawned", process: "ckptmgr", pid: child.pid }, "checkpoint manager started");
   whenReady(child).then(
-    (ready: ChildMessage) => {
+    (ready: ReadyMessage) => {
       ckptmgrPort = ready.port!;
       tellCkptmgrPort();
     },
@@ -145,8 +194,9 @@ if (plan.topology.gateway !== undefined) {
 }
 // Before the stream manager, so that it usually finds the checkpoint manager already up when
 // its instances recover; if not (or after a restart of either), it connects once told the port.
-const needsCkptmgr = tasksIn(plan, container).some((placement) =>
-  usesCheckpointManager(mechanismOf(cluster.checkpoints, placement.stage)),
+// Any stage's: a replica of it may move here.
+const needsCkptmgr = plan.topology.stages.some((stage) =>
+  usesCheckpointManager(mechanismOf(cluster.checkpoints, stage.name)),
 );
 if (needsCkptmgr) {
   supervise("ckptmgr", startCkptmgr, {
@@ -157,15 +207,8 @@ if (needsCkptmgr) {
 }
 supervise("stmgr", startStmgr, { log, stopping: stopped, onStarted: (child) => (stmgr = child) });
 stmgrPort = (await whenReady(stmgr!)).port!;
-for (const placement of tasksIn(plan, container)) {
-  supervise(replicaName(placement), () => startInstance(placement.task), {
-    log,
-    stopping: stopped,
-    onStarted: (child) => instances.set(placement.task, child),
-  });
-}
 
-log.info({ event: "started", instances: instances.size }, "container supervisor started");
+log.info({ event: "started" }, "container supervisor started");
 announceReady({});
 exitWithParent(async () => {
   stopping = true;

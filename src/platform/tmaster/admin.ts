@@ -1,7 +1,8 @@
 /**
  * The admin surface: GET /status (JSON), GET /metrics (Prometheus text), POST /kill (a real
- * SIGKILL of one instance or of every process of one container; needs the cluster secret as a
- * bearer token). Served on the loopback interface by the topology manager.
+ * SIGKILL of one instance or of every process of one container) and POST /move (move a replica
+ * to another container); the POSTs need the cluster secret as a bearer token. Served on the
+ * loopback interface by the topology manager.
  */
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -9,15 +10,20 @@ import type { Logger } from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { z } from "zod";
 import { parseReplicaName } from "../plan/physical-plan.js";
-import type { PlanTracker } from "./plan-tracker.js";
+import { MoveError, type PlanTracker } from "./plan-tracker.js";
 
 const killSchema = z.union([
   z.object({ replica: z.string() }).strict(),
   z.object({ container: z.number().int().min(0) }).strict(),
 ]);
+const moveSchema = z
+  .object({ replica: z.string(), to: z.number().int().min(0), force: z.boolean().optional() })
+  .strict();
 
 export interface AdminOptions {
   readonly tracker: PlanTracker;
+  /** Sends the plan to every stream manager if it changed. */
+  readonly planChanged: () => void;
   readonly secret: string;
   readonly log: Logger;
   readonly startedAtMs: number;
@@ -96,6 +102,30 @@ async function handle(
     options.log.info({ event: "kill", target: body.data, killed }, "fault injected: SIGKILL");
     return reply(response, 200, { killed });
   }
+  if (request.method === "POST" && path === "/move") {
+    if (!authorized(request, options.secret))
+      return reply(response, 401, { error: "bad or missing token" });
+    const body = moveSchema.safeParse(await readJson(request));
+    if (!body.success) {
+      return reply(response, 400, {
+        error: "expected {replica: 'stage:index', to: container, force?: boolean}",
+      });
+    }
+    try {
+      const replica = parseReplicaName(body.data.replica);
+      const task = tracker.plan.tasks.find(
+        (t) => t.stage === replica.stage && t.index === replica.index,
+      );
+      if (!task) return reply(response, 404, { error: `no replica ${body.data.replica}` });
+      const move = tracker.move(task.task, body.data.to, body.data.force);
+      options.log.info({ event: "move", replica: body.data.replica, ...move }, "replica moving");
+      options.planChanged();
+      return reply(response, 200, { from: move.from, to: move.to });
+    } catch (error) {
+      const status = error instanceof MoveError ? error.status : 400;
+      return reply(response, status, { error: (error as Error).message });
+    }
+  }
   reply(response, 404, { error: `no route ${request.method} ${path}` });
 }
 
@@ -149,7 +179,11 @@ function createMetrics(tracker: PlanTracker): Registry {
     for (const i of tracker.instances()) {
       const value = i[key];
       if (typeof value !== "number") continue;
-      const labels = { stage: i.stage, index: String(i.index), container: String(i.container) };
+      const labels = {
+        stage: i.stage,
+        index: String(i.index),
+        container: String(i.container ?? "none"),
+      };
       if (metric instanceof Counter) metric.inc(labels, value);
       else metric.set(labels, value);
     }
@@ -203,7 +237,7 @@ function createMetrics(tracker: PlanTracker): Registry {
       this.reset();
       for (const i of tracker.instances()) {
         this.set(
-          { stage: i.stage, index: String(i.index), container: String(i.container) },
+          { stage: i.stage, index: String(i.index), container: String(i.container ?? "none") },
           i.state === "running" ? 1 : 0,
         );
       }
@@ -222,7 +256,11 @@ function createMetrics(tracker: PlanTracker): Registry {
         const report = i.status.checkpoints as CheckpointReport | undefined;
         const value = report ? pick(report) : undefined;
         if (value === undefined) continue;
-        const labels = { stage: i.stage, index: String(i.index), container: String(i.container) };
+        const labels = {
+          stage: i.stage,
+          index: String(i.index),
+          container: String(i.container ?? "none"),
+        };
         if (this instanceof Counter) this.inc(labels, value);
         else this.set(labels, value);
       }

@@ -26,13 +26,25 @@ import {
 } from "../wire/messages.js";
 import { GpcCoordinator, type GpcPersisted } from "./gpc-coordinator.js";
 import { createAdminServer } from "./admin.js";
-import { PlanTracker } from "./plan-tracker.js";
+import { PlanTracker, type PlacementState } from "./plan-tracker.js";
 
 const { cluster } = readProcessConfig();
 const log = createLogger("tmaster", logDirOf(cluster));
 const plan = await loadPlan(cluster);
 const startedFile = join(runDirOf(cluster), "topology-started");
-const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs, existsSync(startedFile));
+const placementFile = join(runDirOf(cluster), "placement.json");
+const tracker = new PlanTracker(plan, cluster.heartbeatTimeoutMs, {
+  started: existsSync(startedFile),
+  persisted: existsSync(placementFile)
+    ? (JSON.parse(readFileSync(placementFile, "utf8")) as PlacementState)
+    : undefined,
+  persist: (state) => writeFileDurable(placementFile, JSON.stringify(state)),
+  allowColocation: cluster.allowColocation,
+  movesRefused: isGlobalCheckpointing(cluster.checkpoints)
+    ? "replicas cannot move under GPC: a container's stream manager keeps the replay log and " +
+      "the rollback of the tasks first placed there"
+    : undefined,
+});
 const startedAtMs = Date.now();
 const stmgrs = new Map<number, Connection<StmgrRegistration | Heartbeat | GpcReport>>();
 const gpcFile = join(runDirOf(cluster), "gpc.json");
@@ -145,6 +157,7 @@ const expiryTimer = setInterval(() => {
 
 const admin = createAdminServer({
   tracker,
+  planChanged: broadcastPlan,
   secret: cluster.secret,
   log,
   startedAtMs,

@@ -110,6 +110,11 @@ export const heartbeatSchema = z.object({
   routed: count,
   dropped: count,
   stats: processStatsSchema,
+  /**
+   * The tasks whose processes the container's supervisor runs, as it last said after acting on
+   * plan `version` (a task moved away is listed until its process exited). Null until it said.
+   */
+  hosting: z.object({ version: count, tasks: z.array(task).max(MAX_TASK) }).nullable(),
 });
 
 export const planSchema = z.object({
@@ -120,7 +125,19 @@ export const planSchema = z.object({
   stmgrs: z.array(
     z.object({ container: z.number().int().min(0), host: z.string(), port: z.number().int() }),
   ),
-  instances: z.array(z.object({ task, state: z.enum(instanceStates), incarnation: count })),
+  /**
+   * `container`: where the task runs now; null while it moves, until the container it leaves
+   * has stopped it. `incarnation`: the highest the task had anywhere, so that its next process,
+   * wherever it starts, gets a higher one.
+   */
+  instances: z.array(
+    z.object({
+      task,
+      container: z.number().int().min(0).nullable(),
+      state: z.enum(instanceStates),
+      incarnation: count,
+    }),
+  ),
 });
 
 /**
