@@ -53,6 +53,8 @@ function resealed(bytes: Uint8Array): Uint8Array {
 describe("checkpoint entry format", () => {
   it("uses CRC32C (Castagnoli)", () => {
     assert.equal(crc32c(Buffer.from("123456789")), 0xe3069283);
+    const view = new Uint8Array(Buffer.from("xx123456789yy")).subarray(2, 11);
+    assert.equal(crc32c(view), 0xe3069283, "a view into a larger buffer: only its bytes");
   });
 
   it("round-trips payloads, owners and ids", () => {
