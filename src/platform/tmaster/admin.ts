@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import { Counter, Gauge, Registry } from "prom-client";
 import { z } from "zod";
 import { parseReplicaName } from "../plan/physical-plan.js";
-import { MoveError, type PlanTracker } from "./plan-tracker.js";
+import { MoveError, type InstanceStatus, type PlanTracker } from "./plan-tracker.js";
 
 const killSchema = z.union([
   z.object({ replica: z.string() }).strict(),
@@ -69,16 +69,8 @@ async function handle(
       return reply(response, 400, { error: "expected {replica: 'stage:index'} or {container: n}" });
     let pids: number[];
     if ("replica" in body.data) {
-      let replica;
-      try {
-        replica = parseReplicaName(body.data.replica);
-      } catch (error) {
-        return reply(response, 400, { error: (error as Error).message });
-      }
-      const instance = tracker
-        .instances()
-        .find((i) => i.stage === replica.stage && i.index === replica.index);
-      if (!instance) return reply(response, 404, { error: `no replica ${body.data.replica}` });
+      const instance = findReplica(tracker, body.data.replica);
+      if ("error" in instance) return reply(response, instance.status, { error: instance.error });
       if (instance.pid === null)
         return reply(response, 409, { error: `${body.data.replica} is not running` });
       pids = [instance.pid];
@@ -111,22 +103,42 @@ async function handle(
         error: "expected {replica: 'stage:index', to: container, force?: boolean}",
       });
     }
+    const instance = findReplica(tracker, body.data.replica);
+    if ("error" in instance) return reply(response, instance.status, { error: instance.error });
+    let move;
     try {
-      const replica = parseReplicaName(body.data.replica);
-      const task = tracker.plan.tasks.find(
-        (t) => t.stage === replica.stage && t.index === replica.index,
-      );
-      if (!task) return reply(response, 404, { error: `no replica ${body.data.replica}` });
-      const move = tracker.move(task.task, body.data.to, body.data.force);
-      options.log.info({ event: "move", replica: body.data.replica, ...move }, "replica moving");
-      options.planChanged();
-      return reply(response, 200, { from: move.from, to: move.to });
+      move = tracker.move(instance.task, body.data.to, body.data.force);
     } catch (error) {
-      const status = error instanceof MoveError ? error.status : 400;
-      return reply(response, status, { error: (error as Error).message });
+      if (!(error instanceof MoveError)) throw error;
+      return reply(response, error.status, { error: error.message });
     }
+    options.log.info({ event: "move", replica: body.data.replica, ...move }, "replica moving");
+    options.planChanged();
+    return reply(response, 200, { from: move.from, to: move.to });
   }
   reply(response, 404, { error: `no route ${request.method} ${path}` });
+}
+
+/** The replica named `stage:index`, or the status and error to answer with. */
+function findReplica(
+  tracker: PlanTracker,
+  name: string,
+): InstanceStatus | { status: 400 | 404; error: string } {
+  let replica;
+  try {
+    replica = parseReplicaName(name);
+  } catch (error) {
+    return { status: 400, error: (error as Error).message };
+  }
+  const instance = tracker
+    .instances()
+    .find((i) => i.stage === replica.stage && i.index === replica.index);
+  return instance ?? { status: 404, error: `no replica ${name}` };
+}
+
+/** Metric labels of a replica; "none" while it moves between containers. */
+function labelsOf(i: InstanceStatus): { stage: string; index: string; container: string } {
+  return { stage: i.stage, index: String(i.index), container: String(i.container ?? "none") };
 }
 
 function authorized(request: IncomingMessage, secret: string): boolean {
@@ -179,11 +191,7 @@ function createMetrics(tracker: PlanTracker): Registry {
     for (const i of tracker.instances()) {
       const value = i[key];
       if (typeof value !== "number") continue;
-      const labels = {
-        stage: i.stage,
-        index: String(i.index),
-        container: String(i.container ?? "none"),
-      };
+      const labels = labelsOf(i);
       if (metric instanceof Counter) metric.inc(labels, value);
       else metric.set(labels, value);
     }
@@ -236,10 +244,7 @@ function createMetrics(tracker: PlanTracker): Registry {
     collect() {
       this.reset();
       for (const i of tracker.instances()) {
-        this.set(
-          { stage: i.stage, index: String(i.index), container: String(i.container ?? "none") },
-          i.state === "running" ? 1 : 0,
-        );
+        this.set(labelsOf(i), i.state === "running" ? 1 : 0);
       }
     },
   });
@@ -256,11 +261,7 @@ function createMetrics(tracker: PlanTracker): Registry {
         const report = i.status.checkpoints as CheckpointReport | undefined;
         const value = report ? pick(report) : undefined;
         if (value === undefined) continue;
-        const labels = {
-          stage: i.stage,
-          index: String(i.index),
-          container: String(i.container ?? "none"),
-        };
+        const labels = labelsOf(i);
         if (this instanceof Counter) this.inc(labels, value);
         else this.set(labels, value);
       }

@@ -278,7 +278,8 @@ export class PlanTracker {
         task: t.task,
         container,
         state: container === null ? ("dead" as const) : (report?.state ?? "starting"),
-        incarnation: Math.max(report?.incarnation ?? 0, this.placement.incarnations[t.task] ?? 0),
+        // The highest anywhere (heartbeats raise it): a moved task starts above it.
+        incarnation: this.placement.incarnations[t.task] ?? 0,
       };
     });
     this.started ||= instances.every((i) => i.state === "running");
