@@ -499,7 +499,8 @@ export class Simulator {
   }
 
   /**
-   * GPC: the stage snapshot a replica saved in checkpoint `checkpoint` (undefined: checkpoint
+   * GPC: the stage snapshot a replica of a stage checkpointed whole (not incremental: an
+   * executor) saved in checkpoint `checkpoint` (undefined: checkpoint
    * 0, the initial state, or a stage without state). Throws if the store does not hold it.
    */
   gpcSnapshot(id: ReplicaId, checkpoint: number): Tuple | undefined {
@@ -728,7 +729,9 @@ export class Simulator {
   private boot(replica: Replica): void {
     const stage = replica.stage!;
     if (this.gpc) {
-      replica.gpc = this.createGpc(replica, replica.incarnation);
+      const gpc = this.createGpc(replica, replica.incarnation);
+      replica.gpc = gpc;
+      if (stage.recordsEveryUpdate) replica.instanceApi = { record: (u) => gpc.record(u) };
       // A restarted replica runs once the rollback its crash causes restores it.
       if (!replica.gpc.waiting) stage.onStart?.(replica.ctx!);
       return;
@@ -853,6 +856,7 @@ export class Simulator {
         forward,
         back,
         snapshot: () => replica.stage!.snapshot?.(),
+        incremental: replica.stage!.recordsEveryUpdate === true,
         emitMarker: (i) => {
           if (downstream.length > 0) this.send(replica, markerIndex, downstream, msgpack(i));
         },
@@ -867,7 +871,7 @@ export class Simulator {
           replica.stage = stage;
           replica.run = replica.restoreAttempt;
           // Restored even without a snapshot: the initial state is the checkpointed one then.
-          stage.restore?.({ snapshot: state, updates: [] }, replica.ctx!);
+          stage.restore?.(state, replica.ctx!);
           this.options.onRolledBack?.(replica.id, replica.run, stage);
           stage.onStart?.(replica.ctx!);
         },

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { unpack } from "msgpackr";
-import type { Tuple } from "../../src/platform/api/stage.js";
+import type { InstanceState, Tuple } from "../../src/platform/api/stage.js";
 import type { CheckpointSink } from "../../src/platform/checkpoint/channel.js";
 import { GpcReplica, type Delivery } from "../../src/platform/checkpoint/gpc-replica.js";
 
@@ -42,6 +42,7 @@ function replica(options: { awaitRestore?: boolean; back?: number[] } = {}) {
       forward: [0, 1],
       back: options.back ?? [],
       snapshot: () => state,
+      incremental: false,
       emitMarker: (i) => sent.push(`marker ${i}`),
       deliver: (delivery: Delivery) => {
         const item = delivery.tuple as number;
@@ -49,9 +50,9 @@ function replica(options: { awaitRestore?: boolean; back?: number[] } = {}) {
         gpc.output(() => sent.push(`tuple ${item}`));
       },
       quiesce: () => undefined,
-      restart: (restoredState) => {
-        restarted = restoredState;
-        state.items = [...((restoredState as { items: number[] } | undefined)?.items ?? [])];
+      restart: ({ snapshot }) => {
+        restarted = snapshot;
+        state.items = [...((snapshot as { items: number[] } | undefined)?.items ?? [])];
       },
       saved: () => undefined,
       restored: () => undefined,
@@ -156,5 +157,164 @@ describe("GpcReplica", () => {
     restarted.gpc.onRestore(1, 1);
     assert.equal(restarted.gpc.waiting, false);
     assert.deepEqual(restarted.restarted(), { items: [7] });
+  });
+});
+
+/**
+ * An incremental replica with forward inputs from tasks 0 and 1 and a stage whose state is the
+ * items delivered, each recorded as an update; the store keeps bases and deltas as the real
+ * ones do, and puts complete at once unless `deferred` holds them.
+ */
+function incrementalReplica(stored = new Map<number, { kind: string; data: Uint8Array }>()) {
+  const state = { items: [] as number[] };
+  const reported: number[] = [];
+  const deferred: (() => void)[] = [];
+  let defer = false;
+  let restarted: InstanceState | undefined;
+  const channel: CheckpointSink = {
+    style: "callbacks",
+    description: "memory",
+    put: (ref, data, done) => {
+      const write = () => {
+        stored.set(ref.id, { kind: ref.kind, data: data.slice() });
+        done();
+      };
+      if (defer) deferred.push(write);
+      else write();
+    },
+    loadLatest: (_owner, done, upTo) => {
+      const ids = [...stored.keys()].filter((id) => upTo === undefined || id <= upTo).sort();
+      const base = Math.max(-1, ...ids.filter((id) => stored.get(id)!.kind === "base"));
+      const deltas = ids
+        .filter((id) => id > base && stored.get(id)!.kind === "delta")
+        .map((id) => ({ id, data: stored.get(id)!.data }));
+      done(base >= 0 ? { base: { id: base, data: stored.get(base)!.data }, deltas } : { deltas });
+    },
+    prune: (_owner, _keep, done) => done(),
+  };
+  const gpc: GpcReplica = new GpcReplica(
+    {
+      self: { stage: "s", index: 0 },
+      owner: { topology: "t", stage: "s", replica: 0 },
+      channel,
+      forward: [0, 1],
+      back: [],
+      snapshot: () => state,
+      incremental: true,
+      emitMarker: () => undefined,
+      deliver: (delivery: Delivery) => {
+        state.items.push(delivery.tuple as number);
+        gpc.record(delivery.tuple);
+      },
+      quiesce: () => undefined,
+      restart: (restoredState) => {
+        restarted = restoredState;
+        const base = (restoredState.snapshot as { items: number[] } | undefined)?.items ?? [];
+        state.items = [...base, ...(restoredState.updates as number[])];
+      },
+      saved: (i) => reported.push(i),
+      restored: () => undefined,
+      setTimer: () => undefined,
+      alignTimeoutMs: 1000,
+      log: quiet,
+    },
+    () => 0,
+    stored.size > 0,
+  );
+  const checkpoint = (i: number, ...items: number[]) => {
+    for (const item of items) gpc.onDelivery({ src: 0, stream: 0, tuple: item }, undefined);
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, i);
+    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, i);
+  };
+  const kinds = () => [...stored].sort(([a], [b]) => a - b).map(([id, e]) => `${id}:${e.kind}`);
+  return {
+    gpc,
+    state,
+    stored,
+    reported,
+    checkpoint,
+    kinds,
+    restarted: () => restarted,
+    holdPuts: (on: boolean) => (defer = on),
+    releasePuts: () => deferred.splice(0).forEach((write) => write()),
+  };
+}
+
+describe("GpcReplica, incremental (a stage that records every update)", () => {
+  it("saves the updates since the previous checkpoint, and restores base + deltas exactly", () => {
+    const first = incrementalReplica();
+    // A base big enough that several deltas fit under its size.
+    first.checkpoint(1, ...Array.from({ length: 50 }, (_, k) => 1000 + k));
+    first.checkpoint(2, 7);
+    first.checkpoint(3, 8, 9);
+    assert.deepEqual(first.kinds(), ["1:base", "2:delta", "3:delta"]);
+    const delta = unpack(first.stored.get(3)!.data) as { prev: number; updates: Uint8Array };
+    assert.equal(delta.prev, 2);
+    assert.deepEqual(unpack(delta.updates), [8, 9]);
+    // A replica restarted into checkpoint 3 gets its base and the deltas up to 3, in order.
+    const restarted = incrementalReplica(first.stored);
+    restarted.gpc.onRestore(1, 3);
+    assert.equal(restarted.gpc.waiting, false);
+    assert.deepEqual(restarted.restarted()!.updates, [7, 8, 9]);
+    assert.deepEqual(restarted.state.items, first.state.items);
+    // Restored into 2, a delta's later entries are ignored.
+    const older = incrementalReplica(first.stored);
+    older.gpc.onRestore(1, 2);
+    assert.deepEqual(older.restarted()!.updates, [7]);
+  });
+
+  it("writes a new base once the deltas add up to the last base's size, and after a rollback", () => {
+    const { gpc, checkpoint, kinds, state } = incrementalReplica();
+    const ten = Array.from({ length: 10 }, (_, k) => k);
+    checkpoint(1); // a tiny base: the first delta already outweighs it
+    checkpoint(2, ...ten);
+    checkpoint(3, 10);
+    assert.deepEqual(kinds(), ["1:base", "2:delta", "3:base"]);
+    gpc.onGlobal(3);
+    checkpoint(4, 11);
+    gpc.onRestore(1, 3);
+    assert.deepEqual(state.items, [...ten, 10]);
+    // The first checkpoint after the rollback starts a new chain: never one through 4.
+    checkpoint(5, 12);
+    assert.deepEqual(kinds(), ["1:base", "2:delta", "3:base", "4:delta", "5:base"]);
+  });
+
+  it("reports a delta saved only once every entry back to its base is durable", () => {
+    const { checkpoint, reported, holdPuts, releasePuts } = incrementalReplica();
+    holdPuts(true);
+    checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
+    holdPuts(false);
+    checkpoint(2, 99); // durable at once, but its base is not yet
+    assert.deepEqual(reported, []);
+    releasePuts();
+    assert.deepEqual(reported, [1, 2]);
+  });
+
+  it("saves an abandoned checkpoint later deltas build on, without reporting it", () => {
+    const { gpc, checkpoint, reported, kinds, stored } = incrementalReplica();
+    checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
+    gpc.onDelivery({ src: 0, stream: 0, tuple: 7 }, undefined);
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 2); // snapshot 2: a delta holding 7
+    // Input 1 skips marker 2: checkpoint 2 is abandoned, then 3 is a delta on top of it.
+    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, 3);
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 3);
+    assert.equal(gpc.stats.abandoned, 1);
+    assert.deepEqual(kinds(), ["1:base", "2:delta", "3:delta"]);
+    assert.deepEqual(reported, [1, 3]);
+    const restarted = incrementalReplica(stored);
+    restarted.gpc.onRestore(1, 3);
+    assert.deepEqual(restarted.restarted()!.updates, [7]);
+  });
+
+  it("refuses to rebuild a checkpoint whose chain does not lead back to the base", () => {
+    const first = incrementalReplica();
+    first.checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
+    first.checkpoint(2, 7);
+    first.checkpoint(3, 8);
+    first.stored.delete(2);
+    const restarted = incrementalReplica(first.stored);
+    restarted.gpc.onRestore(1, 3);
+    assert.equal(restarted.gpc.waiting, true);
+    assert.equal(restarted.restarted(), undefined);
   });
 });

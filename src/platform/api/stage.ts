@@ -134,6 +134,13 @@ export interface Stage {
    */
   snapshot?(): Tuple;
   /**
+   * The stage records every change of its state with `checkpoints.instance.record`, so that
+   * `restore` rebuilds it from an older snapshot and the updates after it. GPC then saves a
+   * replica's checkpoint as the updates since its previous one (a full snapshot only once
+   * they add up to one); without it, every GPC checkpoint is a full snapshot.
+   */
+  readonly recordsEveryUpdate?: boolean;
+  /**
    * Called before `onStart` when the replica has instance checkpoints: the state it had
    * externalised (and possibly a little more) before it crashed; empty on a first start.
    */

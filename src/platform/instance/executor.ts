@@ -156,7 +156,11 @@ export class Executor {
       );
       if (this.hasInstanceCheckpoints) await this.recover(c.channel, c.config);
     }
-    if (c?.channel && c.mechanism === "gpc") this.gpc = this.createGpc(c.channel);
+    if (c?.channel && c.mechanism === "gpc") {
+      const gpc = this.createGpc(c.channel);
+      this.gpc = gpc;
+      if (this.stage.recordsEveryUpdate) this.instanceApi = { record: (u) => gpc.record(u) };
+    }
     const early = this.early ?? [];
     this.early = undefined;
     // Under GPC a restarted replica runs once the rollback its crash causes restores it.
@@ -182,6 +186,7 @@ export class Executor {
         forward,
         back,
         snapshot: () => this.stage.snapshot?.(),
+        incremental: this.stage.recordsEveryUpdate === true,
         emitMarker: (i) => {
           if (downstream.length > 0) this.options.send(markerIndex, downstream, pack(i));
         },
@@ -225,11 +230,11 @@ export class Executor {
     this.heldTimers.clear();
   }
 
-  private restartStage(state: Tuple | undefined): void {
+  private restartStage(state: InstanceState): void {
     this.cancelTimers();
     this.stage = this.spec.create(this.options.self.index);
     // Restored even without a snapshot: the initial state is the checkpointed one then.
-    this.stage.restore?.({ snapshot: state, updates: [] }, this.context);
+    this.stage.restore?.(state, this.context);
     this.stage.onStart?.(this.context);
   }
 

@@ -3,7 +3,7 @@
  * every executor, promises new views to candidates (reporting what it accepted above the
  * stable checkpoint) and asks for a view change when its leader falls silent.
  *
- * With instance checkpoints (LPC, GPC) every promise and accept is recorded before it is
+ * With instance checkpoints (LPC, GPC) every promise, accept and collection is recorded before it is
  * sent, so a restarted committer gets back exactly what it told others and votes again.
  * Without them (PDC) a restarted committer has forgotten what it promised and accepted, and
  * there is no safe moment for it to vote again: a promise or accept it gave before the crash
@@ -27,7 +27,8 @@ import {
 const BACKOFF_MAX = 16;
 
 /** An instance update: a promise given, or an accept sent. */
-type CommitterUpdate = { p: number } | { a: AcceptedEntry };
+/** A promise, an accept, or a garbage collection up to a stable checkpoint. */
+type CommitterUpdate = { p: number } | { a: AcceptedEntry } | { l: number };
 
 /** The exact state of a committer (instance checkpoint base). */
 interface CommitterSnapshot {
@@ -37,6 +38,7 @@ interface CommitterSnapshot {
 }
 
 export class Committer implements Stage {
+  readonly recordsEveryUpdate = true;
   /** Highest view promised; proposals of lower views are refused. */
   promised = 0;
   /** Stable checkpoint: every sequence number up to it is decided and checkpointed. */
@@ -66,6 +68,7 @@ export class Committer implements Stage {
     }
     for (const update of updates as CommitterUpdate[]) {
       if ("p" in update) this.promised = Math.max(this.promised, update.p);
+      else if ("l" in update) this.collect(update.l);
       else {
         this.promised = Math.max(this.promised, update.a.v);
         if (update.a.s > this.lw) this.accepted.set(update.a.s, update.a);
@@ -148,7 +151,10 @@ export class Committer implements Stage {
     this.lastHeard = ctx.clock.now();
     this.want = this.promised;
     this.backoff = 1;
-    this.collect(message.lw);
+    if (message.lw > this.lw) {
+      this.collect(message.lw);
+      this.record({ l: message.lw }, ctx);
+    }
     if (message.t === "heartbeat") return;
     const { s, v, d, b } = message;
     if (s <= this.lw || s > this.lw + this.config.window) return;
