@@ -5,35 +5,51 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { unpack } from "msgpackr";
-import type { InstanceState, Tuple } from "../../src/platform/api/stage.js";
+import type { InstanceState } from "../../src/platform/api/stage.js";
 import type { CheckpointSink } from "../../src/platform/checkpoint/channel.js";
 import { GpcReplica, type Delivery } from "../../src/platform/checkpoint/gpc-replica.js";
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
+/** What a replica stored, by checkpoint id. */
+type Stored = Map<number, { kind: string; data: Uint8Array }>;
+
 /**
  * A replica with forward inputs from tasks 0 and 1 (and back edges from `back`), and a stage
- * whose state is a list of the items delivered.
+ * whose state is the list of items delivered, each recorded as an update (kept only if the
+ * stage is `incremental`). The store keeps bases and deltas as the real ones do (`loadLatest`:
+ * the newest base up to `upTo` and the deltas after it) and puts complete at once unless
+ * `holdPuts` holds them. A replica given a store that holds checkpoints awaits its restore.
  */
-function replica(options: { awaitRestore?: boolean; back?: number[] } = {}) {
-  const stored = new Map<number, Uint8Array>();
+function replica(options: { back?: number[]; incremental?: boolean; stored?: Stored } = {}) {
+  const stored: Stored = options.stored ?? new Map();
   const sent: string[] = [];
+  const reported: number[] = [];
   const state = { items: [] as number[] };
+  const deferred: (() => void)[] = [];
+  let defer = false;
+  let restarted: InstanceState | undefined;
   const channel: CheckpointSink = {
     style: "callbacks",
     description: "memory",
     put: (ref, data, done) => {
-      stored.set(ref.id, data.slice());
-      done();
+      const write = () => {
+        stored.set(ref.id, { kind: ref.kind, data: data.slice() });
+        done();
+      };
+      if (defer) deferred.push(write);
+      else write();
     },
     loadLatest: (_owner, done, upTo) => {
-      const ids = [...stored.keys()].filter((id) => upTo === undefined || id <= upTo);
-      const id = Math.max(0, ...ids);
-      done(id > 0 ? { base: { id, data: stored.get(id)! }, deltas: [] } : { deltas: [] });
+      const ids = [...stored.keys()].filter((id) => upTo === undefined || id <= upTo).sort();
+      const base = Math.max(-1, ...ids.filter((id) => stored.get(id)!.kind === "base"));
+      const deltas = ids
+        .filter((id) => id > base && stored.get(id)!.kind === "delta")
+        .map((id) => ({ id, data: stored.get(id)!.data }));
+      done(base >= 0 ? { base: { id: base, data: stored.get(base)!.data }, deltas } : { deltas });
     },
     prune: (_owner, _keep, done) => done(),
   };
-  let restarted: Tuple | undefined;
   const gpc: GpcReplica = new GpcReplica(
     {
       self: { stage: "s", index: 0 },
@@ -42,28 +58,48 @@ function replica(options: { awaitRestore?: boolean; back?: number[] } = {}) {
       forward: [0, 1],
       back: options.back ?? [],
       snapshot: () => state,
-      incremental: false,
+      incremental: options.incremental ?? false,
       emitMarker: (i) => sent.push(`marker ${i}`),
       deliver: (delivery: Delivery) => {
         const item = delivery.tuple as number;
         state.items.push(item);
+        gpc.record(item);
         gpc.output(() => sent.push(`tuple ${item}`));
       },
       quiesce: () => undefined,
-      restart: ({ snapshot }) => {
-        restarted = snapshot;
-        state.items = [...((snapshot as { items: number[] } | undefined)?.items ?? [])];
+      restart: (restoredState) => {
+        restarted = restoredState;
+        const base = (restoredState.snapshot as { items: number[] } | undefined)?.items ?? [];
+        state.items = [...base, ...(restoredState.updates as number[])];
       },
-      saved: () => undefined,
+      saved: (i) => reported.push(i),
       restored: () => undefined,
       setTimer: () => undefined,
       alignTimeoutMs: 1000,
       log: quiet,
     },
     () => 0,
-    options.awaitRestore ?? false,
+    stored.size > 0,
   );
-  return { gpc, sent, state, stored, restarted: () => restarted };
+  /** Checkpoint i's markers on both inputs, after `items` on input 0. */
+  const checkpoint = (i: number, ...items: number[]) => {
+    for (const item of items) gpc.onDelivery({ src: 0, stream: 0, tuple: item }, undefined);
+    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, i);
+    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, i);
+  };
+  const kinds = () => [...stored].sort(([a], [b]) => a - b).map(([id, e]) => `${id}:${e.kind}`);
+  return {
+    gpc,
+    sent,
+    state,
+    stored,
+    reported,
+    checkpoint,
+    kinds,
+    restarted: () => restarted,
+    holdPuts: (on: boolean) => (defer = on),
+    releasePuts: () => deferred.splice(0).forEach((write) => write()),
+  };
 }
 
 describe("GpcReplica", () => {
@@ -77,7 +113,7 @@ describe("GpcReplica", () => {
     gpc.onDelivery({ src: 2, stream: 0, tuple: 5 }, undefined);
     assert.equal(stored.has(1), false);
     gpc.onDelivery({ src: 2, stream: 0, tuple: null }, 1);
-    const saved = unpack(stored.get(1)!) as { state: Uint8Array; channel: unknown[] };
+    const saved = unpack(stored.get(1)!.data) as { state: Uint8Array; channel: unknown[] };
     assert.deepEqual(unpack(saved.state), { items: [1] });
     assert.deepEqual(saved.channel, [[2, 0, 5]]);
   });
@@ -110,7 +146,7 @@ describe("GpcReplica", () => {
     gpc.onDelivery({ src: 1, stream: 0, tuple: 2 }, undefined); // before the cut on input 1
     assert.deepEqual(sent, ["marker 1", "tuple 1", "tuple 2"]);
     gpc.onDelivery({ src: 1, stream: 0, tuple: null }, 1);
-    const saved = unpack(stored.get(1)!) as { state: Uint8Array; channel: unknown[] };
+    const saved = unpack(stored.get(1)!.data) as { state: Uint8Array; channel: unknown[] };
     assert.deepEqual(unpack(saved.state), { items: [] });
     // Input 1's tuple was in flight at the cut: its channel's state, replayed on a restore.
     assert.deepEqual(saved.channel, [[1, 0, 2]]);
@@ -151,98 +187,17 @@ describe("GpcReplica", () => {
     first.gpc.onDelivery({ src: 0, stream: 0, tuple: 8 }, undefined);
     first.gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 2);
     first.gpc.onDelivery({ src: 1, stream: 0, tuple: null }, 2);
-    const restarted = replica({ awaitRestore: true });
-    for (const [id, data] of first.stored) restarted.stored.set(id, data);
+    const restarted = replica({ stored: first.stored });
     assert.equal(restarted.gpc.waiting, true);
     restarted.gpc.onRestore(1, 1);
     assert.equal(restarted.gpc.waiting, false);
-    assert.deepEqual(restarted.restarted(), { items: [7] });
+    assert.deepEqual(restarted.restarted()!.snapshot, { items: [7] });
   });
 });
 
-/**
- * An incremental replica with forward inputs from tasks 0 and 1 and a stage whose state is the
- * items delivered, each recorded as an update; the store keeps bases and deltas as the real
- * ones do, and puts complete at once unless `deferred` holds them.
- */
-function incrementalReplica(stored = new Map<number, { kind: string; data: Uint8Array }>()) {
-  const state = { items: [] as number[] };
-  const reported: number[] = [];
-  const deferred: (() => void)[] = [];
-  let defer = false;
-  let restarted: InstanceState | undefined;
-  const channel: CheckpointSink = {
-    style: "callbacks",
-    description: "memory",
-    put: (ref, data, done) => {
-      const write = () => {
-        stored.set(ref.id, { kind: ref.kind, data: data.slice() });
-        done();
-      };
-      if (defer) deferred.push(write);
-      else write();
-    },
-    loadLatest: (_owner, done, upTo) => {
-      const ids = [...stored.keys()].filter((id) => upTo === undefined || id <= upTo).sort();
-      const base = Math.max(-1, ...ids.filter((id) => stored.get(id)!.kind === "base"));
-      const deltas = ids
-        .filter((id) => id > base && stored.get(id)!.kind === "delta")
-        .map((id) => ({ id, data: stored.get(id)!.data }));
-      done(base >= 0 ? { base: { id: base, data: stored.get(base)!.data }, deltas } : { deltas });
-    },
-    prune: (_owner, _keep, done) => done(),
-  };
-  const gpc: GpcReplica = new GpcReplica(
-    {
-      self: { stage: "s", index: 0 },
-      owner: { topology: "t", stage: "s", replica: 0 },
-      channel,
-      forward: [0, 1],
-      back: [],
-      snapshot: () => state,
-      incremental: true,
-      emitMarker: () => undefined,
-      deliver: (delivery: Delivery) => {
-        state.items.push(delivery.tuple as number);
-        gpc.record(delivery.tuple);
-      },
-      quiesce: () => undefined,
-      restart: (restoredState) => {
-        restarted = restoredState;
-        const base = (restoredState.snapshot as { items: number[] } | undefined)?.items ?? [];
-        state.items = [...base, ...(restoredState.updates as number[])];
-      },
-      saved: (i) => reported.push(i),
-      restored: () => undefined,
-      setTimer: () => undefined,
-      alignTimeoutMs: 1000,
-      log: quiet,
-    },
-    () => 0,
-    stored.size > 0,
-  );
-  const checkpoint = (i: number, ...items: number[]) => {
-    for (const item of items) gpc.onDelivery({ src: 0, stream: 0, tuple: item }, undefined);
-    gpc.onDelivery({ src: 0, stream: 0, tuple: null }, i);
-    gpc.onDelivery({ src: 1, stream: 0, tuple: null }, i);
-  };
-  const kinds = () => [...stored].sort(([a], [b]) => a - b).map(([id, e]) => `${id}:${e.kind}`);
-  return {
-    gpc,
-    state,
-    stored,
-    reported,
-    checkpoint,
-    kinds,
-    restarted: () => restarted,
-    holdPuts: (on: boolean) => (defer = on),
-    releasePuts: () => deferred.splice(0).forEach((write) => write()),
-  };
-}
-
 describe("GpcReplica, incremental (a stage that records every update)", () => {
   it("saves the updates since the previous checkpoint, and restores base + deltas exactly", () => {
-    const first = incrementalReplica();
+    const first = replica({ incremental: true });
     // A base big enough that several deltas fit under its size.
     first.checkpoint(1, ...Array.from({ length: 50 }, (_, k) => 1000 + k));
     first.checkpoint(2, 7);
@@ -252,19 +207,19 @@ describe("GpcReplica, incremental (a stage that records every update)", () => {
     assert.equal(delta.prev, 2);
     assert.deepEqual(unpack(delta.updates), [8, 9]);
     // A replica restarted into checkpoint 3 gets its base and the deltas up to 3, in order.
-    const restarted = incrementalReplica(first.stored);
+    const restarted = replica({ incremental: true, stored: first.stored });
     restarted.gpc.onRestore(1, 3);
     assert.equal(restarted.gpc.waiting, false);
     assert.deepEqual(restarted.restarted()!.updates, [7, 8, 9]);
     assert.deepEqual(restarted.state.items, first.state.items);
     // Restored into 2, a delta's later entries are ignored.
-    const older = incrementalReplica(first.stored);
+    const older = replica({ incremental: true, stored: first.stored });
     older.gpc.onRestore(1, 2);
     assert.deepEqual(older.restarted()!.updates, [7]);
   });
 
   it("writes a new base once the deltas add up to the last base's size, and after a rollback", () => {
-    const { gpc, checkpoint, kinds, state } = incrementalReplica();
+    const { gpc, checkpoint, kinds, state } = replica({ incremental: true });
     const ten = Array.from({ length: 10 }, (_, k) => k);
     checkpoint(1); // a tiny base: the first delta already outweighs it
     checkpoint(2, ...ten);
@@ -280,7 +235,7 @@ describe("GpcReplica, incremental (a stage that records every update)", () => {
   });
 
   it("reports a delta saved only once every entry back to its base is durable", () => {
-    const { checkpoint, reported, holdPuts, releasePuts } = incrementalReplica();
+    const { checkpoint, reported, holdPuts, releasePuts } = replica({ incremental: true });
     holdPuts(true);
     checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
     holdPuts(false);
@@ -291,7 +246,7 @@ describe("GpcReplica, incremental (a stage that records every update)", () => {
   });
 
   it("saves an abandoned checkpoint later deltas build on, without reporting it", () => {
-    const { gpc, checkpoint, reported, kinds, stored } = incrementalReplica();
+    const { gpc, checkpoint, reported, kinds, stored } = replica({ incremental: true });
     checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
     gpc.onDelivery({ src: 0, stream: 0, tuple: 7 }, undefined);
     gpc.onDelivery({ src: 0, stream: 0, tuple: null }, 2); // snapshot 2: a delta holding 7
@@ -301,18 +256,18 @@ describe("GpcReplica, incremental (a stage that records every update)", () => {
     assert.equal(gpc.stats.abandoned, 1);
     assert.deepEqual(kinds(), ["1:base", "2:delta", "3:delta"]);
     assert.deepEqual(reported, [1, 3]);
-    const restarted = incrementalReplica(stored);
+    const restarted = replica({ incremental: true, stored });
     restarted.gpc.onRestore(1, 3);
     assert.deepEqual(restarted.restarted()!.updates, [7]);
   });
 
   it("refuses to rebuild a checkpoint whose chain does not lead back to the base", () => {
-    const first = incrementalReplica();
+    const first = replica({ incremental: true });
     first.checkpoint(1, ...Array.from({ length: 50 }, (_, k) => k));
     first.checkpoint(2, 7);
     first.checkpoint(3, 8);
     first.stored.delete(2);
-    const restarted = incrementalReplica(first.stored);
+    const restarted = replica({ incremental: true, stored: first.stored });
     restarted.gpc.onRestore(1, 3);
     assert.equal(restarted.gpc.waiting, true);
     assert.equal(restarted.restarted(), undefined);

@@ -275,6 +275,7 @@ export class GpcReplica {
     this.host.quiesce();
     this.pending = [];
     this.finished = 0;
+    // The next checkpoint is a base: a chain never reaches back into a rolled-back run.
     this.updates = [];
     this.chain = undefined;
     this.links.clear();
@@ -329,7 +330,6 @@ export class GpcReplica {
   ): void {
     this.epoch = g;
     this.stale = false;
-    // The next checkpoint is a base: a chain never reaches back into a rolled-back run.
     this.host.restart(checkpoint?.state ?? { snapshot: undefined, updates: [] });
     // What was in flight on back edges at the cut reaches the restored stage first.
     for (const delivery of checkpoint?.channel ?? []) this.host.deliver(delivery);
@@ -451,7 +451,6 @@ export class GpcReplica {
     entry: { kind: "base" | "delta"; data: Uint8Array },
     attempt: number,
     report: boolean,
-    delay = 50,
   ): void {
     if (report) this.unreported.push(i);
     const ref = { owner: this.host.owner, id: i, kind: entry.kind };
@@ -468,12 +467,11 @@ export class GpcReplica {
           if (this.attempt === attempt) put(Math.min(delayMs * 2, 2000));
         });
       });
-    put(delay);
+    put(50);
   }
 
-  /** Reports, in order, the checkpoints whose every entry back to their base is durable. */
+  /** Reports the checkpoints whose every entry back to their base is durable. */
   private reportDurable(): void {
-    this.unreported.sort((a, b) => a - b);
     const left: number[] = [];
     for (const i of this.unreported) {
       if (!this.chainDurable(i)) {

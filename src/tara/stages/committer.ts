@@ -3,8 +3,9 @@
  * every executor, promises new views to candidates (reporting what it accepted above the
  * stable checkpoint) and asks for a view change when its leader falls silent.
  *
- * With instance checkpoints (LPC, GPC) every promise, accept and collection is recorded before it is
- * sent, so a restarted committer gets back exactly what it told others and votes again.
+ * With instance checkpoints (LPC, GPC) every promise, accept and collection is recorded before
+ * what follows it is sent, so a restarted committer gets back exactly what it told others and
+ * votes again.
  * Without them (PDC) a restarted committer has forgotten what it promised and accepted, and
  * there is no safe moment for it to vote again: a promise or accept it gave before the crash
  * may still be in flight, or be counted by a candidate, and combine with later votes into a
@@ -26,8 +27,7 @@ import {
 /** View-change timeouts double per failed view up to this factor of the base. */
 const BACKOFF_MAX = 16;
 
-/** An instance update: a promise given, or an accept sent. */
-/** A promise, an accept, or a garbage collection up to a stable checkpoint. */
+/** An instance update: a promise given, an accept sent, or a collection up to a stable checkpoint. */
 type CommitterUpdate = { p: number } | { a: AcceptedEntry } | { l: number };
 
 /** The exact state of a committer (instance checkpoint base). */
@@ -151,10 +151,7 @@ export class Committer implements Stage {
     this.lastHeard = ctx.clock.now();
     this.want = this.promised;
     this.backoff = 1;
-    if (message.lw > this.lw) {
-      this.collect(message.lw);
-      this.record({ l: message.lw }, ctx);
-    }
+    if (this.collect(message.lw)) this.record({ l: message.lw }, ctx);
     if (message.t === "heartbeat") return;
     const { s, v, d, b } = message;
     if (s <= this.lw || s > this.lw + this.config.window) return;
@@ -179,10 +176,11 @@ export class Committer implements Stage {
   }
 
   /** Garbage collection: everything up to the stable checkpoint is decided for good. */
-  private collect(lw: number): void {
-    if (lw <= this.lw) return;
+  private collect(lw: number): boolean {
+    if (lw <= this.lw) return false;
     this.lw = lw;
     for (const s of this.accepted.keys()) if (s <= lw) this.accepted.delete(s);
+    return true;
   }
 
   private report(ctx: StageContext): void {
