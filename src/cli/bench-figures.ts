@@ -133,8 +133,8 @@ export function registerFigures(bench: Command): void {
       )
       .option(
         "--lpc <list>",
-        `LPC curves (${LPC_MECHANISMS.join(",")})`,
-        choiceList(LPC_MECHANISMS),
+        `LPC curves (${LPC_MECHANISMS.join(",")}; '' for none)`,
+        (text: string) => (text.trim() === "" ? [] : choiceList(LPC_MECHANISMS)(text)),
         [...LPC_MECHANISMS],
       )
       .option(

@@ -42,6 +42,7 @@ import type {
   Checkpoints,
   Incoming,
   InstanceCheckpoints,
+  InstanceState,
   Log,
   ReplicaId,
   Source,
@@ -61,11 +62,11 @@ import {
   type InstanceLogStats,
 } from "../platform/checkpoint/instance-log.js";
 import {
-  decodeGpcCheckpoint,
   GpcReplica,
+  rebuildGpcCheckpoint,
   type GpcStats,
 } from "../platform/checkpoint/gpc-replica.js";
-import { CheckpointChainBroken } from "../platform/checkpoint/store/recovery.js";
+import { CheckpointChainBroken, loadLatestSync } from "../platform/checkpoint/store/recovery.js";
 import type { CheckpointOwner } from "../platform/checkpoint/store/store.js";
 import { pack, replicaName, type PhysicalPlan } from "../platform/plan/physical-plan.js";
 import { downstreamTasks, markerStream, upstreamTasks } from "../platform/plan/markers.js";
@@ -144,7 +145,7 @@ export interface SimulatorOptions {
   onRolledBack?: (id: ReplicaId, run: number, stage: Stage | Source) => void;
   /**
    * GPC: the topology manager starts rollback `run` to global checkpoint `checkpoint`, before
-   * any replica hears of it (`gpcSnapshot` reads what each replica saved in it).
+   * any replica hears of it (`gpcState` reads what each replica saved in it).
    */
   onRollback?: (run: number, checkpoint: number) => void;
   /** A replica's ctx.external.send(output), synchronously (the output is a decoded copy). */
@@ -179,6 +180,12 @@ export interface SimulatorStats {
   /** Replicas that recovered instance state (first starts included), and that found none valid. */
   restored: number;
   brokenChains: number;
+  /**
+   * GPC: deltas of recording stages checked (the stage rebuilt from its chain's base and
+   * updates has the live stage's snapshot), and the first few that failed.
+   */
+  deltasChecked: number;
+  deltaMismatches: string[];
 }
 
 const enum Kind {
@@ -255,6 +262,8 @@ interface Replica {
   gatedHead: number;
   /** GPC at this replica, and the external inputs held until its stage runs. */
   gpc: GpcReplica | undefined;
+  /** GPC, a recording stage: its chain's base and every update since, to check each delta. */
+  chain: { base: Uint8Array; updates: Tuple[] } | undefined;
   heldExternal: Uint8Array[];
   /** GPC: the attempt of the last rollback this replica was restored in (0: never). */
   run: number;
@@ -288,6 +297,8 @@ export class Simulator {
     events: 0,
     restored: 0,
     brokenChains: 0,
+    deltasChecked: 0,
+    deltaMismatches: [],
   };
 
   /** The network's own stream: the scenario's draws from `random` do not shift delays. */
@@ -387,6 +398,7 @@ export class Simulator {
         gated: [],
         gatedHead: 0,
         gpc: undefined,
+        chain: undefined,
         heldExternal: [],
         run: 0,
         restoreAttempt: 0,
@@ -499,14 +511,16 @@ export class Simulator {
   }
 
   /**
-   * GPC: the stage snapshot a replica of a stage checkpointed whole (not incremental: an
-   * executor) saved in checkpoint `checkpoint` (undefined: checkpoint
-   * 0, the initial state, or a stage without state). Throws if the store does not hold it.
+   * GPC: the state a replica saved in checkpoint `checkpoint`, as its restore would get it
+   * (undefined: checkpoint 0, the initial state). Throws if the store does not hold it.
    */
-  gpcSnapshot(id: ReplicaId, checkpoint: number): Tuple | undefined {
+  gpcState(id: ReplicaId, checkpoint: number): InstanceState | undefined {
     if (!this.gpc || checkpoint === 0) return undefined;
     const owner = this.owner(this.replica(id), id.index);
-    return decodeGpcCheckpoint(this.store!.get({ owner, id: checkpoint, kind: "base" })).state;
+    const chain = loadLatestSync(this.store!, owner, this.log, checkpoint);
+    const rebuilt = rebuildGpcCheckpoint(chain, checkpoint);
+    if (rebuilt instanceof Error) throw rebuilt;
+    return rebuilt.state;
   }
 
   /** 0 before start, 1 for the first run, +1 on every restart. */
@@ -569,6 +583,7 @@ export class Simulator {
     replica.gated = [];
     replica.gatedHead = 0;
     replica.gpc = undefined;
+    replica.chain = undefined;
     this.stats.externalDropped += replica.heldExternal.length;
     replica.heldExternal = [];
     this.gpc?.replicaChanged(replica.task);
@@ -715,6 +730,7 @@ export class Simulator {
     replica.gated = [];
     replica.gatedHead = 0;
     replica.gpc = undefined;
+    replica.chain = undefined;
     replica.heldExternal = [];
     replica.run = 0;
     replica.restoreAttempt = 0;
@@ -731,7 +747,14 @@ export class Simulator {
     if (this.gpc) {
       const gpc = this.createGpc(replica, replica.incarnation);
       replica.gpc = gpc;
-      if (stage.recordsEveryUpdate) replica.instanceApi = { record: (u) => gpc.record(u) };
+      if (stage.recordsEveryUpdate) {
+        replica.instanceApi = {
+          record: (update) => {
+            gpc.record(update);
+            replica.chain?.updates.push(update);
+          },
+        };
+      }
       // A restarted replica runs once the rollback its crash causes restores it.
       if (!replica.gpc.waiting) stage.onStart?.(replica.ctx!);
       return;
@@ -749,7 +772,7 @@ export class Simulator {
           log: this.log,
         },
       );
-      if (this.checkpointing.instance && stage.snapshot && stage.restore) {
+      if (this.checkpointing.instance && stage.snapshot && stage.restore && !stage.rollbackOnly) {
         replica.recovering = true;
         this.recover(replica, incarnation, 50);
         return;
@@ -855,7 +878,19 @@ export class Simulator {
         channel: this.sink(replica, incarnation),
         forward,
         back,
-        snapshot: () => replica.stage!.snapshot?.(),
+        snapshot: () => {
+          const state = replica.stage!.snapshot?.();
+          if (replica.stage!.recordsEveryUpdate) {
+            replica.chain = { base: msgpack(state), updates: [] };
+          }
+          return state;
+        },
+        unrecorded: () => {
+          const unrecorded = replica.stage!.unrecordedState?.();
+          if (unrecorded !== undefined) replica.chain?.updates.push(unrecorded);
+          this.checkDelta(replica);
+          return unrecorded;
+        },
         incremental: replica.stage!.recordsEveryUpdate === true,
         emitMarker: (i) => {
           if (downstream.length > 0) this.send(replica, markerIndex, downstream, msgpack(i));
@@ -889,6 +924,30 @@ export class Simulator {
       () => this.clock,
       incarnation > 1,
     );
+  }
+
+  /**
+   * The restore contract of a recording stage, at each of its deltas: a stage restored from
+   * the chain's base and every update since equals one restored from a full snapshot now.
+   */
+  private checkDelta(replica: Replica): void {
+    const chain = replica.chain;
+    if (!chain) return;
+    this.stats.deltasChecked++;
+    const restored = (state: InstanceState) => {
+      const stage = replica.spec.create(replica.id.index);
+      stage.restore!(unpackr.unpack(msgpack(state)) as InstanceState, replica.ctx!);
+      return msgpack(stage.snapshot!());
+    };
+    const rebuilt = restored({ snapshot: unpackr.unpack(chain.base), updates: chain.updates });
+    const whole = restored({ snapshot: replica.stage!.snapshot!(), updates: [] });
+    if (rebuilt.equals(whole)) return;
+    if (this.stats.deltaMismatches.length < 5) {
+      this.stats.deltaMismatches.push(
+        `t=${this.clock.toFixed(1)} ${replicaName(replica.id)}: rebuilt from its base and ` +
+          `${chain.updates.length} updates, it differs from its snapshot`,
+      );
+    }
   }
 
   /** A stream manager's command, to the incarnation alive now (FIFO, held while paused). */
@@ -1049,9 +1108,10 @@ export class Simulator {
 
   private createCheckpoints(replica: Replica, live: () => boolean): Checkpoints {
     const mechanism = this.checkpointing.mechanism;
-    if (!this.lpc) return { mechanism, group: undefined, instance: undefined };
+    if (!this.lpc && !this.gpc) return { mechanism, group: undefined, instance: undefined };
     // Getters: both exist only once the replica has started (and recovered), and only for the
-    // incarnation alive now (a later one's must not take a dead one's records).
+    // incarnation alive now (a later one's must not take a dead one's records). Under GPC the
+    // instance API records a recording stage's updates for its deltas.
     return {
       mechanism,
       get group() {

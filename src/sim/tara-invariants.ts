@@ -48,8 +48,8 @@ export interface ReplicaRuns {
  */
 export function rollbackCut(sim: Simulator, checkpoint: number): number {
   const executed = sim.replicasOf(stages.executor).map((id) => {
-    const snapshot = sim.gpcSnapshot(id, checkpoint);
-    return snapshot === undefined ? 0 : Executor.executedIn(snapshot);
+    const state = sim.gpcState(id, checkpoint);
+    return state === undefined ? 0 : Executor.executedIn(state);
   });
   return Math.max(0, ...executed);
 }
@@ -192,6 +192,11 @@ export class TaraInvariants {
    * executor executed (which may still grow meanwhile), within `withinMs`, and checks they hold
    * one state; whether they got there.
    */
+  /** GPC: every delta a recording stage saved rebuilt its state exactly (Simulator.checkDelta). */
+  checkDeltas(sim: Simulator): void {
+    for (const mismatch of sim.stats.deltaMismatches) this.violation(`delta: ${mismatch}`);
+  }
+
   checkConvergence(sim: Simulator, withinMs: number): boolean {
     const executors = sim.replicasOf(stages.executor);
     const at = () => executors.map((id) => sim.stage<Executor>(id).lastExecuted);

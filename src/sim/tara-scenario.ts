@@ -77,6 +77,8 @@ export interface ScenarioReport {
   /** LPC: committer restarts whose restored state was checked, and recoveries that found none. */
   restored: number;
   brokenChains: number;
+  /** GPC: deltas of recording stages checked against the live state. */
+  deltasChecked: number;
   /** GPC: rollbacks of the whole topology. */
   rollbacks: number;
   replay: string;
@@ -278,6 +280,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
 
   // Every executor converges on the same state.
   invariants.checkConvergence(sim, livenessMs);
+  invariants.checkDeltas(sim);
 
   const check = checkLinearizable(history);
   if (check.ok === false) violation(`not linearizable on ${check.key}: ${check.reason}`);
@@ -297,6 +300,7 @@ export function runScenario(options: ScenarioOptions): ScenarioReport {
     restored: invariants.restored,
     rollbacks: sim.gpc?.coordinator.stats.restores ?? 0,
     brokenChains: sim.stats.brokenChains,
+    deltasChecked: sim.stats.deltasChecked,
     replay: replayCommand(seed, f, mechanism),
     ...(violations.length > 0
       ? {

@@ -1079,6 +1079,7 @@ export function runZkScenario(options: ZkScenarioOptions): ZkScenarioReport {
 
   // Every executor converges on the same state.
   const converged = invariants.checkConvergence(sim, livenessMs);
+  invariants.checkDeltas(sim);
 
   if (appliedTwice > 0) violation(`${appliedTwice} commands in all applied twice`);
 

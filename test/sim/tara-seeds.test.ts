@@ -82,7 +82,7 @@ function runSeeds(count: number, f: number, mechanism: ScenarioMechanism): Scena
 
 const total = (
   reports: ScenarioReport[],
-  field: "views" | "completed" | "restored" | "rollbacks",
+  field: "views" | "completed" | "restored" | "rollbacks" | "deltasChecked",
 ) => reports.reduce((sum, r) => sum + r[field], 0);
 
 for (const f of [1, 2]) {
@@ -116,6 +116,9 @@ for (const f of [1, 2]) {
     // requests complete than under PDC, but the runs must roll back and still serve.
     const rollbacks = total(reports, "rollbacks");
     assert.ok(rollbacks > 2 * seeds, `only ${rollbacks} rollbacks in ${seeds} runs`);
+    // Proposers, committers and executors save deltas; each was checked against a snapshot.
+    const deltas = total(reports, "deltasChecked");
+    assert.ok(deltas > 20 * seeds, `only ${deltas} deltas checked in ${seeds} runs`);
     const completed = total(reports, "completed");
     assert.ok(completed > 8 * seeds, `only ${completed} requests completed`);
   });

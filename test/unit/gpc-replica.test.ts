@@ -20,8 +20,11 @@ type Stored = Map<number, { kind: string; data: Uint8Array }>;
  * stage is `incremental`). The store keeps bases and deltas as the real ones do (`loadLatest`:
  * the newest base up to `upTo` and the deltas after it) and puts complete at once unless
  * `holdPuts` holds them. A replica given a store that holds checkpoints awaits its restore.
+ * With `unrecorded`, the stage's unrecorded state is the text "seen <number of items>".
  */
-function replica(options: { back?: number[]; incremental?: boolean; stored?: Stored } = {}) {
+function replica(
+  options: { back?: number[]; incremental?: boolean; unrecorded?: boolean; stored?: Stored } = {},
+) {
   const stored: Stored = options.stored ?? new Map();
   const sent: string[] = [];
   const reported: number[] = [];
@@ -58,6 +61,7 @@ function replica(options: { back?: number[]; incremental?: boolean; stored?: Sto
       forward: [0, 1],
       back: options.back ?? [],
       snapshot: () => state,
+      unrecorded: () => (options.unrecorded ? `seen ${state.items.length}` : undefined),
       incremental: options.incremental ?? false,
       emitMarker: (i) => sent.push(`marker ${i}`),
       deliver: (delivery: Delivery) => {
@@ -70,7 +74,8 @@ function replica(options: { back?: number[]; incremental?: boolean; stored?: Sto
       restart: (restoredState) => {
         restarted = restoredState;
         const base = (restoredState.snapshot as { items: number[] } | undefined)?.items ?? [];
-        state.items = [...base, ...(restoredState.updates as number[])];
+        const items = restoredState.updates.filter((u): u is number => typeof u === "number");
+        state.items = [...base, ...items];
       },
       saved: (i) => reported.push(i),
       restored: () => undefined,
@@ -216,6 +221,20 @@ describe("GpcReplica, incremental (a stage that records every update)", () => {
     const older = replica({ incremental: true, stored: first.stored });
     older.gpc.onRestore(1, 2);
     assert.deepEqual(older.restarted()!.updates, [7]);
+  });
+
+  it("ends every delta with the stage's unrecorded state at the checkpoint", () => {
+    const first = replica({ incremental: true, unrecorded: true });
+    first.checkpoint(1, ...Array.from({ length: 50 }, (_, k) => 1000 + k));
+    first.checkpoint(2, 7);
+    first.checkpoint(3, 8, 9);
+    const delta = unpack(first.stored.get(3)!.data) as { updates: Uint8Array };
+    assert.deepEqual(unpack(delta.updates), [8, 9, "seen 53"]);
+    const restarted = replica({ incremental: true, unrecorded: true, stored: first.stored });
+    restarted.gpc.onRestore(1, 3);
+    // Every delta's in order: the last one is the state at checkpoint 3.
+    assert.deepEqual(restarted.restarted()!.updates, [7, "seen 51", 8, 9, "seen 53"]);
+    assert.deepEqual(restarted.state.items, first.state.items);
   });
 
   it("writes a new base once the deltas add up to the last base's size, and after a rollback", () => {

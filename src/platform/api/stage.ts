@@ -141,6 +141,18 @@ export interface Stage {
    */
   readonly recordsEveryUpdate?: boolean;
   /**
+   * A recording stage's small, fast-changing state that it does not record change by change
+   * (votes on values in flight, say): GPC stores it after the updates of each incremental
+   * checkpoint, so `restore` gets it as the last update of the checkpoint's own delta.
+   */
+  unrecordedState?(): Tuple;
+  /**
+   * The state is valid only together with the rest of the topology's at the same global
+   * checkpoint (GPC rollbacks): under LPC the replica keeps no instance checkpoints and
+   * restarts fresh (a proposer must not resume a leadership; an executor catches up).
+   */
+  readonly rollbackOnly?: boolean;
+  /**
    * Called before `onStart` when the replica has instance checkpoints: the state it had
    * externalised (and possibly a little more) before it crashed; empty on a first start.
    */

@@ -48,6 +48,8 @@ export interface GpcHost {
   snapshot(): Tuple | undefined;
   /** The stage records every change of its state (`record`): deltas instead of snapshots. */
   readonly incremental: boolean;
+  /** An incremental stage's state it does not record: the last update of every delta. */
+  unrecorded(): Tuple | undefined;
   /** Sends marker i to every task downstream. */
   emitMarker(i: number): void;
   /** Hands a tuple to the stage. */
@@ -108,21 +110,6 @@ interface Chain {
   readonly baseBytes: number;
   deltas: number;
   deltaBytes: number;
-}
-
-/** A replica's GPC checkpoint: its stage's snapshot and what it recorded on its inputs. */
-export interface GpcCheckpoint {
-  readonly state: Tuple | undefined;
-  readonly channel: readonly Delivery[];
-}
-
-/** A base checkpoint (every checkpoint of a stage that is not incremental). */
-export function decodeGpcCheckpoint(data: Uint8Array): GpcCheckpoint {
-  const saved = unpack(data) as Saved;
-  return {
-    state: saved.state === undefined ? undefined : unpack(saved.state),
-    channel: channelOf(saved),
-  };
 }
 
 function channelOf(saved: Saved): Delivery[] {
@@ -304,7 +291,7 @@ export class GpcReplica {
       this.host.owner,
       (result) => {
         if (this.attempt !== r) return; // a newer attempt took over
-        const checkpoint = result instanceof Error ? result : rebuild(result, g);
+        const checkpoint = result instanceof Error ? result : rebuildGpcCheckpoint(result, g);
         if (!(checkpoint instanceof Error)) return this.restored(r, g, checkpoint, started);
         if (result instanceof Error) {
           this.host.log.warn({ event: "restore-stalled", reason: result.message });
@@ -405,6 +392,8 @@ export class GpcReplica {
       chain.deltas < MAX_DELTAS &&
       chain.deltaBytes < chain.baseBytes
     ) {
+      const unrecorded = this.host.unrecorded();
+      if (unrecorded !== undefined) updates.push(unrecorded);
       const encoded = pack(updates);
       const prev = this.finished;
       chain.deltas++;
@@ -503,7 +492,7 @@ interface RebuiltCheckpoint {
  * after it): g's own entry, and for a delta every entry back to the base through `prev`.
  * A chain that does not lead back to the base returned is an error, never a guess.
  */
-function rebuild(
+export function rebuildGpcCheckpoint(
   chain: { base?: { id: number; data: Uint8Array }; deltas: { id: number; data: Uint8Array }[] },
   g: number,
 ): RebuiltCheckpoint | Error {

@@ -135,7 +135,8 @@ export class Executor {
       (c.mechanism === "lpc-cm" || c.mechanism === "lpc-cs") &&
       c.config.instance &&
       this.stage.snapshot !== undefined &&
-      this.stage.restore !== undefined
+      this.stage.restore !== undefined &&
+      this.stage.rollbackOnly !== true
     );
   }
 
@@ -186,6 +187,7 @@ export class Executor {
         forward,
         back,
         snapshot: () => this.stage.snapshot?.(),
+        unrecorded: () => this.stage.unrecordedState?.(),
         incremental: this.stage.recordsEveryUpdate === true,
         emitMarker: (i) => {
           if (downstream.length > 0) this.options.send(markerIndex, downstream, pack(i));

@@ -18,7 +18,6 @@ import type {
   InstanceState,
   Stage,
   StageContext,
-  Tuple,
 } from "../../platform/api/stage.js";
 import { decodeBatch, digestOf, encodeReplies } from "../batch.js";
 import type { TaraConfig } from "../config.js";
@@ -51,16 +50,28 @@ type ClientEntry = { r: number; res: Uint8Array };
 /** State-timeout periods a restarted executor waits for the store before asking peers. */
 const STORE_LOAD_PATIENCE = 10;
 
-/** An executor's whole state in a GPC snapshot (the group checkpoint is only part of it). */
-interface ExecutorSnapshot {
-  body: Uint8Array;
-  checkpoint: GroupCheckpoint | null;
+/** What an executor does not record change by change: the votes and values in flight. */
+interface InFlight {
   reported: { s: number; d: string };
-  log: LogEntry[];
   lw: number;
   committed: [number, Value][];
   votes: [number, [string, number[], Value][]][];
 }
+
+/** An executor's whole state in a GPC snapshot (the group checkpoint is only part of it). */
+interface ExecutorSnapshot extends InFlight {
+  body: Uint8Array;
+  checkpoint: GroupCheckpoint | null;
+  log: LogEntry[];
+}
+
+/**
+ * The changes an executor records (GPC deltas): an execution, which `restore` repeats without
+ * emitting anything; a group checkpoint installed from a peer or the store; and, last in
+ * every delta, its unrecorded state.
+ */
+type ExecutorUpdate = { x: LogEntry } | { k: GroupCheckpoint } | { u: InFlight };
+
 /** A group checkpoint: the service, the client table and how many requests were applied. */
 type SnapshotBody = {
   s: number;
@@ -72,9 +83,17 @@ type SnapshotBody = {
 };
 
 export class Executor implements Stage {
-  /** The highest sequence number executed in a snapshot of an executor (`snapshot()`). */
-  static executedIn(snapshot: Tuple): number {
-    return (unpack((snapshot as ExecutorSnapshot).body) as SnapshotBody).s;
+  readonly recordsEveryUpdate = true;
+  readonly rollbackOnly = true;
+  /** The highest sequence number executed in an executor's GPC checkpoint (as `restore` gets it). */
+  static executedIn({ snapshot, updates }: InstanceState): number {
+    if (snapshot === undefined) return 0;
+    let executed = (unpack((snapshot as ExecutorSnapshot).body) as SnapshotBody).s;
+    for (const update of updates as ExecutorUpdate[]) {
+      if ("x" in update) executed = update.x.s;
+      else if ("k" in update) executed = update.k.s; // installed only when ahead
+    }
+    return executed;
   }
 
   lastExecuted = 0;
@@ -127,8 +146,18 @@ export class Executor implements Stage {
     return {
       body: this.snapshotBytes(),
       checkpoint: this.checkpoint,
-      reported: this.reported,
       log: this.log,
+      ...this.inFlight(),
+    };
+  }
+
+  unrecordedState(): ExecutorUpdate {
+    return { u: this.inFlight() };
+  }
+
+  private inFlight(): InFlight {
+    return {
+      reported: this.reported,
       lw: this.lw,
       committed: [...this.committed],
       votes: [...this.votes].map(([s, bySlot]) => [
@@ -142,17 +171,28 @@ export class Executor implements Stage {
     };
   }
 
-  /** GPC rollback (the LPC restart of an executor brings no instance state: it catches up). */
-  restore({ snapshot }: InstanceState): void {
+  /** GPC rollback: a snapshot, then the executions and installs after it, replayed silently. */
+  restore({ snapshot, updates }: InstanceState): void {
     const state = snapshot as ExecutorSnapshot | undefined;
-    if (!state) return;
+    if (!state) return; // the initial state (a chain always starts with a snapshot)
     this.restored = true;
     this.installBody(state.body);
     this.checkpoint = state.checkpoint;
-    this.reported = state.reported;
     this.log = state.log;
+    this.setUnrecorded(state);
+    for (const update of updates as ExecutorUpdate[]) {
+      if ("x" in update) this.apply(update.x);
+      else if ("k" in update) this.install(update.k);
+      else this.setUnrecorded(update.u);
+    }
+  }
+
+  private setUnrecorded(state: InFlight): void {
+    this.reported = state.reported;
     this.lw = state.lw;
+    this.committed.clear();
     for (const [s, value] of state.committed) this.committed.set(s, value);
+    this.votes.clear();
     for (const [s, bySlot] of state.votes) {
       const map = new Map<string, { from: Set<number>; value: Value }>();
       for (const [key, from, value] of bySlot) map.set(key, { from: new Set(from), value });
@@ -186,7 +226,7 @@ export class Executor implements Stage {
     this.storeLoadSince = null;
     if (event.t === "group-loaded" && event.seq > this.lastExecuted) {
       const bytes = event.snapshot;
-      this.install({ s: event.seq, d: digestOf(bytes), bytes });
+      this.install({ s: event.seq, d: digestOf(bytes), bytes }, ctx);
       this.reported = { s: event.seq, d: this.checkpoint!.d };
       ctx.log.info({ s: event.seq }, "installed the latest persisted group checkpoint");
       this.announce(ctx);
@@ -278,6 +318,24 @@ export class Executor implements Stage {
   }
 
   private execute(entry: LogEntry, ctx: StageContext): void {
+    const update: ExecutorUpdate = { x: entry };
+    ctx.checkpoints.instance?.record(update);
+    const replies = this.apply(entry);
+    this.observer?.(this.self, entry.s, entry.d);
+    if (replies.length > 0) {
+      const message: Replies = {
+        t: "replies",
+        e: this.self,
+        s: entry.s,
+        b: encodeReplies(replies),
+      };
+      ctx.emit(streams.replies, message);
+    }
+    if (this.checkpoint?.s === entry.s) this.persistOrReport(ctx);
+  }
+
+  /** Executes an entry (taking the group checkpoint it may end with): the replies it makes. */
+  private apply(entry: LogEntry): ClientReply[] {
     const replies: ClientReply[] = [];
     const batch = decodeBatch(entry.b);
     // A new leader may re-propose an old batch, or its clock may lag: time never goes back.
@@ -302,17 +360,8 @@ export class Executor implements Stage {
     }
     this.lastExecuted = entry.s;
     this.log.push(entry);
-    this.observer?.(this.self, entry.s, entry.d);
-    if (replies.length > 0) {
-      const message: Replies = {
-        t: "replies",
-        e: this.self,
-        s: entry.s,
-        b: encodeReplies(replies),
-      };
-      ctx.emit(streams.replies, message);
-    }
-    if (entry.s % this.config.checkpointInterval === 0) this.takeCheckpoint(ctx);
+    if (entry.s % this.config.checkpointInterval === 0) this.takeCheckpoint();
+    return replies;
   }
 
   private snapshotBytes(): Uint8Array {
@@ -329,11 +378,10 @@ export class Executor implements Stage {
     return pack(body);
   }
 
-  private takeCheckpoint(ctx: StageContext): void {
+  private takeCheckpoint(): void {
     const bytes = this.snapshotBytes();
     this.checkpoint = { s: this.lastExecuted, d: digestOf(bytes), bytes };
     this.log = [];
-    this.persistOrReport(ctx);
   }
 
   /** A persisted checkpoint is reported once durable ("group-saved"), PDC's at once. */
@@ -412,7 +460,7 @@ export class Executor implements Stage {
         ctx.log.error({ from: reply.e, s: checkpoint.s }, "a peer's checkpoint fails its digest");
         return; // the timer moves on to the next peer
       }
-      this.install(checkpoint);
+      this.install(checkpoint, ctx);
       // We hold it now: our report counts towards its stability like the executor's that took it.
       this.persistOrReport(ctx);
     }
@@ -428,7 +476,10 @@ export class Executor implements Stage {
     this.report(ctx);
   }
 
-  private install(checkpoint: GroupCheckpoint): void {
+  /** Installs a peer's or the store's checkpoint; recorded unless `restore` replays it (no ctx). */
+  private install(checkpoint: GroupCheckpoint, ctx?: StageContext): void {
+    const update: ExecutorUpdate = { k: checkpoint };
+    ctx?.checkpoints.instance?.record(update);
     this.installBody(checkpoint.bytes);
     this.checkpoint = checkpoint;
     this.log = [];

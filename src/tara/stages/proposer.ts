@@ -32,19 +32,39 @@ import { StableCheckpoints } from "./quorum.js";
 
 type Role = "follower" | "candidate" | "leader";
 
-/** A proposer's state in a GPC snapshot. */
-interface ProposerSnapshot {
+/** What a proposer does not record change by change: a few numbers. */
+interface Position {
   role: Role;
   view: number;
   ownView: number;
   nextSeq: number;
   lw: number;
   proposed: number;
+}
+
+/** A proposer's state in a GPC snapshot. */
+interface ProposerSnapshot extends Position {
   proposals: [number, Value][];
   waiting: [string, { req: ClientRequest; at: number }][];
 }
 
+/**
+ * The changes a proposer records (GPC deltas): requests that start waiting (`w`, arrived at
+ * `at`), waiting ones dropped as older than `o`, a proposal of value `v` at `p` that took the
+ * `n` oldest waiting requests, a stable checkpoint `l` (older proposals dropped), proposals
+ * cleared (`c`: a new candidacy, or stepping down); last in every delta, the unrecorded state.
+ */
+type ProposerUpdate =
+  | { w: ClientRequest[]; at: number }
+  | { o: number }
+  | { p: number; v: Value; n: number }
+  | { l: number }
+  | { c: true }
+  | { u: Position };
+
 export class Proposer implements Stage {
+  readonly recordsEveryUpdate = true;
+  readonly rollbackOnly = true;
   role: Role = "follower";
   /** Highest view this proposer knows of. */
   view = 0;
@@ -81,29 +101,52 @@ export class Proposer implements Stage {
   /** GPC: the whole topology is rolled back together, so the snapshot's role is still valid. */
   snapshot(): ProposerSnapshot {
     return {
-      role: this.role,
-      view: this.view,
-      ownView: this.ownView,
-      nextSeq: this.nextSeq,
-      lw: this.lw,
-      proposed: this.proposed,
+      ...this.position(),
       proposals: [...this.proposals],
       waiting: [...this.waiting],
     };
   }
 
-  restore({ snapshot }: InstanceState): void {
+  unrecordedState(): ProposerUpdate {
+    return { u: this.position() };
+  }
+
+  private position(): Position {
+    const { role, view, ownView, nextSeq, lw, proposed } = this;
+    return { role, view, ownView, nextSeq, lw, proposed };
+  }
+
+  restore({ snapshot, updates }: InstanceState): void {
     const state = snapshot as ProposerSnapshot | undefined;
     if (!state) return; // the initial state: a fresh start
     this.restored = true;
+    for (const [s, value] of state.proposals) this.proposals.set(s, value);
+    for (const [key, entry] of state.waiting) this.waiting.set(key, entry);
+    this.setUnrecorded(state);
+    for (const update of updates as ProposerUpdate[]) {
+      if ("w" in update) this.addWaiting(update.w, update.at);
+      else if ("o" in update) this.dropWaitingBefore(update.o);
+      else if ("p" in update) {
+        this.dropOldestWaiting(update.n);
+        this.proposals.set(update.p, update.v);
+      } else if ("l" in update) this.setStable(update.l);
+      else if ("c" in update) this.proposals.clear();
+      else this.setUnrecorded(update.u);
+    }
+  }
+
+  private setUnrecorded(state: Position): void {
+    // A candidacy under way is not resumed: phase 1 starts anew when committers want it.
     this.role = state.role === "candidate" ? "follower" : state.role;
     this.view = state.view;
     this.ownView = state.ownView;
     this.nextSeq = state.nextSeq;
     this.lw = state.lw;
     this.proposed = state.proposed;
-    for (const [s, value] of state.proposals) this.proposals.set(s, value);
-    for (const [key, entry] of state.waiting) this.waiting.set(key, entry);
+  }
+
+  private record(update: ProposerUpdate, ctx: StageContext): void {
+    ctx.checkpoints.instance?.record(update);
   }
 
   onStart(ctx: StageContext): void {
@@ -142,27 +185,52 @@ export class Proposer implements Stage {
         this.lastSent = now;
       }
     } else {
-      // Insertion order is arrival order: drop from the front what is too old to matter.
       const oldest = now - this.config.requestRetentionMs;
-      for (const [key, entry] of this.waiting) {
-        if (entry.at >= oldest) break;
-        this.waiting.delete(key);
-      }
+      if (this.dropWaitingBefore(oldest)) this.record({ o: oldest }, ctx);
     }
     this.report(ctx);
   }
 
   private onRequests({ reqs }: RequestBatch, ctx: StageContext): void {
     const at = ctx.clock.now();
-    for (const req of reqs) {
-      const key = `${req.c}:${req.r}`;
-      if (!this.waiting.has(key)) this.waiting.set(key, { req, at });
-    }
+    const added = this.addWaiting(reqs, at);
+    if (added.length > 0) this.record({ w: added, at }, ctx);
     if (this.role !== "leader") return;
     if (this.waiting.size >= this.config.batchMax) this.proposeWaiting(ctx);
     else if (!this.batchPending) {
       this.batchPending = true;
       ctx.timers.set("batch", this.config.batchDelayMs);
+    }
+  }
+
+  /** The requests not waiting yet start waiting: those are returned. */
+  private addWaiting(reqs: readonly ClientRequest[], at: number): ClientRequest[] {
+    const added: ClientRequest[] = [];
+    for (const req of reqs) {
+      const key = `${req.c}:${req.r}`;
+      if (this.waiting.has(key)) continue;
+      this.waiting.set(key, { req, at });
+      added.push(req);
+    }
+    return added;
+  }
+
+  /** Insertion order is arrival order: drops from the front what arrived before `oldest`. */
+  private dropWaitingBefore(oldest: number): boolean {
+    let dropped = false;
+    for (const [key, entry] of this.waiting) {
+      if (entry.at >= oldest) break;
+      this.waiting.delete(key);
+      dropped = true;
+    }
+    return dropped;
+  }
+
+  private dropOldestWaiting(n: number): void {
+    let left = n;
+    for (const key of this.waiting.keys()) {
+      if (left-- === 0) return;
+      this.waiting.delete(key);
     }
   }
 
@@ -190,6 +258,7 @@ export class Proposer implements Stage {
     this.role = "candidate";
     this.promises.clear();
     this.proposals.clear(); // values of an older view of ours must never be re-sent in this one
+    this.record({ c: true }, ctx);
     const prepare: Prepare = { t: "prepare", v: view };
     ctx.emit(streams.proposals, prepare);
     ctx.log.info({ view }, "standing for a new view");
@@ -220,7 +289,7 @@ export class Proposer implements Stage {
       }
     }
     this.promises.clear();
-    this.setStable(low);
+    this.setStable(low, ctx);
     this.role = "leader";
     this.nextSeq = low + 1;
     ctx.log.info({ view: this.ownView, from: low + 1, to: high }, "leading: re-proposing");
@@ -236,6 +305,7 @@ export class Proposer implements Stage {
     ctx.timers.cancel("batch");
     this.batchPending = false;
     this.proposals.clear();
+    this.record({ c: true }, ctx);
     this.report(ctx);
   }
 
@@ -244,11 +314,13 @@ export class Proposer implements Stage {
       ctx.log.error({ s }, "executors' checkpoints differ: the state machine is not deterministic"),
     );
     if (stable === undefined || stable <= this.lw) return;
-    this.setStable(stable);
+    this.setStable(stable, ctx);
     if (this.role === "leader") this.proposeWaiting(ctx);
   }
 
-  private setStable(lw: number): void {
+  /** Takes a stable checkpoint: recorded unless `restore` replays it (no ctx). */
+  private setStable(lw: number, ctx?: StageContext): void {
+    if (ctx) this.record({ l: lw }, ctx);
     this.lw = lw;
     for (const s of this.proposals.keys()) if (s <= lw) this.proposals.delete(s);
   }
@@ -279,12 +351,14 @@ export class Proposer implements Stage {
         if (batch.length === this.config.batchMax || bytes >= this.config.batchBytes) break;
       }
       this.proposed += batch.length;
-      this.propose(encodeBatch(batch, Math.floor(ctx.clock.now())), ctx);
+      this.propose(encodeBatch(batch, Math.floor(ctx.clock.now())), ctx, batch.length);
     }
   }
 
-  private propose(value: Value, ctx: StageContext): void {
+  /** Proposes `value` at the next sequence number; it took the `taken` oldest waiting requests. */
+  private propose(value: Value, ctx: StageContext, taken = 0): void {
     const s = this.nextSeq++;
+    this.record({ p: s, v: value, n: taken }, ctx);
     this.proposals.set(s, value);
     this.send(s, value, ctx);
   }
