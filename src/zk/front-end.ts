@@ -10,6 +10,10 @@
  * and answered in the order sent. What the state machine sends a connection is
  * written in its numbering order; a number that stays missing (its every copy lost) closes
  * the connection, and the client reconnects, as after any connection loss.
+ *
+ * ZooKeeper clients never resend a request, but TARA may drop one that was not yet chosen
+ * (e.g. proposed by a leader that a view change displaced): the connection resends its command
+ * in flight until a reply comes, with the same request id, so the replicas execute it once.
  */
 import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
@@ -30,6 +34,9 @@ import { MAX_FRAME_BYTES } from "./types.js";
 const GAP_TIMEOUT_MS = 3000;
 /** Requests of one connection gathered in one replicated command, at most (bytes of frames). */
 const COMMAND_BYTES = 512 * 1024;
+/** A command unanswered this long is sent again; the wait doubles per resend, up to the max. */
+const RESEND_FIRST_MS = 1000;
+const RESEND_MAX_MS = 8000;
 /** RequestHeader: xid and type. */
 const REQUEST_HEADER_BYTES = 8;
 /** A connection queueing more than this is not read until its queue drains. */
@@ -90,6 +97,7 @@ class ZkConnection implements Requester {
   private expected = 1;
   private readonly held = new Map<number, ConnectionMessage>();
   private gapTimer: NodeJS.Timeout | undefined;
+  private resendTimer: NodeJS.Timeout | undefined;
   private corked = false;
   private readingPaused = false;
 
@@ -232,11 +240,22 @@ class ZkConnection implements Requester {
   }
 
   private submit(command: ZkCommand): void {
-    this.gateway.submit(this, this.c, ++this.r, encodeCommand(command));
+    const op = encodeCommand(command);
+    const r = ++this.r;
+    this.gateway.submit(this, this.c, r, op);
+    const resend = (waitMs: number): void => {
+      this.resendTimer = setTimeout(() => {
+        this.frontEnd.counters.resent++;
+        this.gateway.submit(this, this.c, r, op);
+        resend(Math.min(2 * waitMs, RESEND_MAX_MS));
+      }, waitMs);
+    };
+    resend(RESEND_FIRST_MS);
   }
 
   deliver(reply: ClientReply): void {
     if (this.state === "closed") return;
+    clearTimeout(this.resendTimer);
     if (this.state === "connecting") return this.onConnectReply(reply.res);
     const pending = this.inflight;
     this.inflight = undefined;
@@ -312,6 +331,7 @@ class ZkConnection implements Requester {
     if (this.state === "closed") return;
     this.state = "closed";
     clearTimeout(this.gapTimer);
+    clearTimeout(this.resendTimer);
     this.frontEnd.log.debug({ event: "zk-connection-closed", session: this.session, reason });
     if (abort) this.socket.destroy();
     else this.socket.end();
@@ -325,7 +345,8 @@ export class ZkFrontEnd implements FrontEnd {
   private server: Server | undefined;
   paused = false;
   private closed = false;
-  readonly counters = { received: 0, sent: 0, connectionsAccepted: 0 };
+  /** `resent`: commands sent again for want of a reply. */
+  readonly counters = { received: 0, sent: 0, connectionsAccepted: 0, resent: 0 };
   private readonly latency = { min: Infinity, max: 0, total: 0, count: 0 };
   private zxid = 0;
   private nodeCount = 0;

@@ -10,17 +10,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { pack } from "msgpackr";
+import { createClient } from "node-zookeeper-client";
 import { pino } from "pino";
 import { KvClient } from "../../src/client/kv-client.js";
 import { TaraClient, TaraGatewayError } from "../../src/client/tara-client.js";
 import { writeGatewayFile } from "../../src/platform/runtime/gateway-file.js";
 import { encodeFrame } from "../../src/platform/wire/frames.js";
-import { Gateway, type GatewayOptions } from "../../src/tara/gateway/gateway.js";
+import { Gateway, type FrontEnd, type GatewayOptions } from "../../src/tara/gateway/gateway.js";
 import { NativeFrontEnd } from "../../src/tara/gateway/native-front-end.js";
 import { gatewayPort, GatewayPort } from "../../src/tara/gateway/port.js";
 import { MAX_CLIENT_FRAME_BYTES, MAX_OP_BYTES } from "../../src/tara/gateway/protocol.js";
 import type { ClientRequest } from "../../src/tara/messages.js";
 import { KvStateMachine } from "../../src/tara/kv/kv-state-machine.js";
+import { ZkFrontEnd } from "../../src/zk/front-end.js";
+import { ZkStateMachine } from "../../src/zk/zk-state-machine.js";
 import { captureLog, Inbox, RawClient, type LogLine } from "./helpers/net.js";
 
 const SECRET = Buffer.from("c".repeat(64), "hex");
@@ -57,7 +60,11 @@ class World {
   constructor(readonly containers: number) {}
 
   /** Starts gateway `index` and publishes its addresses as the gateway process does. */
-  async gateway(index: number, options: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  async gateway(
+    index: number,
+    options: Partial<GatewayOptions> = {},
+    frontEnd: FrontEnd = new NativeFrontEnd(),
+  ): Promise<Gateway> {
     const { log, lines } = captureLog();
     const gateway = await Gateway.start(
       {
@@ -69,7 +76,7 @@ class World {
         log,
         ...options,
       },
-      new NativeFrontEnd(),
+      frontEnd,
     );
     writeGatewayFile(this.runDir, index, {
       host: HOST,
@@ -609,6 +616,61 @@ describe("gateway, ports and client over loopback", () => {
         raw.frames.items.map((f) => (f as { r: number }).r).sort((a, b) => a - b),
         Array.from({ length: total }, (_, i) => i + 1),
       );
+    },
+  );
+
+  it(
+    "a ZooKeeper connection resends a command the topology lost, and it is executed once",
+    TEST_TIMEOUT,
+    async () => {
+      world = new World(1);
+      const frontEnd = new ZkFrontEnd({ log: quiet });
+      const gateway = await world.gateway(0, {}, frontEnd);
+      const source = world.port("source", 0, 1);
+      const sink = world.port("sink", 0, 1);
+      sink.open(() => assert.fail("a sink port delivered input"));
+      // The replicated service, as the executors run it: the first copy of every request is
+      // lost (as a value proposed by a displaced leader is), a copy of an executed one gets
+      // the cached reply.
+      const machine = new ZkStateMachine({ tickTime: 1000, containerCheckMs: 60_000 });
+      const copies = new Map<string, number>();
+      const replies = new Map<string, Uint8Array>();
+      let s = 0;
+      source.open((input) => {
+        const { c, r, g, op } = input as ClientRequest;
+        const key = `${c}:${r}`;
+        const copy = (copies.get(key) ?? 0) + 1;
+        copies.set(key, copy);
+        if (copy === 1) return;
+        let res = replies.get(key);
+        if (!res) {
+          res = machine.apply(op, { s: ++s, time: Date.now(), c, g }).reply;
+          replies.set(key, res);
+        }
+        sink.send({ c, r, g, res });
+      });
+      await portsUp(gateway, 1, 1);
+
+      const client = createClient(`${HOST}:${gateway.clientPort}`, { retries: 0 });
+      const connected = new Promise<void>((resolve) => client.once("connected", () => resolve()));
+      client.connect();
+      try {
+        await within("the session", connected);
+        const created = await within(
+          "the create",
+          new Promise<string>((resolve, reject) =>
+            client.create("/resent", Buffer.from("once"), (error, path) =>
+              error ? reject(error) : resolve(path),
+            ),
+          ),
+        );
+        assert.equal(created, "/resent");
+      } finally {
+        client.close();
+      }
+      assert.equal(s, 2, "the connect and the create, each executed once");
+      assert.deepEqual([...copies.values()].slice(0, 2), [2, 2], "each was sent twice");
+      assert.equal(frontEnd.stats.resent, 2);
     },
   );
 });
